@@ -1,0 +1,42 @@
+"""Learned interatomic potentials and their building blocks (torch and e3nn only).
+
+``FAMILIES`` maps a model family name (as a training config names it) to its
+class. A family registers itself with :func:`register_family`; families from
+other distributions plug in through the ``mlmd.families`` entry-point group,
+so nothing else has to change to add one.
+"""
+
+from importlib import import_module
+from importlib.metadata import entry_points
+from typing import Callable, Dict, Type
+
+import torch
+
+FAMILIES: Dict[str, Type[torch.nn.Module]] = {}
+
+# Families shipped with mlmd; importing the module registers the family.
+_BUILTIN_MODULES = ()
+
+
+def register_family(name: str) -> Callable[[Type[torch.nn.Module]], Type[torch.nn.Module]]:
+    """Class decorator: make a model family available as ``FAMILIES[name]``."""
+
+    def decorate(cls: Type[torch.nn.Module]) -> Type[torch.nn.Module]:
+        if name in FAMILIES and FAMILIES[name] is not cls:
+            raise ValueError(f"model family {name!r} is registered twice")
+        FAMILIES[name] = cls
+        cls.family = name
+        return cls
+
+    return decorate
+
+
+def _load_families() -> None:
+    for module in _BUILTIN_MODULES:
+        import_module(module)
+    for entry in entry_points(group="mlmd.families"):
+        if entry.name not in FAMILIES:
+            register_family(entry.name)(entry.load())
+
+
+_load_families()

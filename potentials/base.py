@@ -1,0 +1,115 @@
+"""The model contract shared by every potential.
+
+A :class:`Potential` maps one batch of systems to energies; forces and stress
+are derived here, once, by autograd:
+
+    F_i = -dE/dr_i                       (eV/Å)
+    sigma = (1/V) dE/d(epsilon)|_{epsilon=0}   (eV/Å³, ASE sign convention)
+
+where the cell and positions are deformed by the symmetric strain
+``(I + epsilon)``. A family implements :meth:`atomic_energies` only.
+"""
+
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from .neighbors import edge_vectors, neighbor_list
+
+
+class Potential(torch.nn.Module):
+    """Base class of every model family.
+
+    Inputs: ``positions [N,3]`` Å, ``atomic_numbers [N]`` int64, ``cell [B,3,3]``
+    Å (rows are lattice vectors), ``pbc [B,3]`` bool, ``batch [N]`` system index.
+    Outputs: ``energy [B]`` eV, ``forces [N,3]`` eV/Å and, on request,
+    ``stress [B,3,3]`` eV/Å³ and ``energies [N]`` eV.
+    """
+
+    family: str = ""
+
+    def __init__(self, species: List[int], cutoff: float):
+        super().__init__()
+        if len(species) == 0:
+            raise ValueError("a potential needs at least one species")
+        if cutoff <= 0:
+            raise ValueError(f"cutoff must be positive, got {cutoff}")
+        self.species: List[int] = [int(z) for z in species]
+        self.cutoff: float = float(cutoff)
+        table = torch.full((119,), -1, dtype=torch.int64)
+        table[torch.tensor(self.species)] = torch.arange(len(self.species))
+        self.register_buffer("species_index_table", table, persistent=False)
+        # Follows .to(dtype): the dtype the model computes in.
+        self.register_buffer("dtype_probe", torch.zeros(0), persistent=False)
+
+    def species_index(self, atomic_numbers: Tensor) -> Tensor:
+        """Index into ``self.species`` for every atom; raises on an unknown element."""
+        index = self.species_index_table[atomic_numbers.clamp(0, 118)]
+        if bool((index < 0).any()) or bool((atomic_numbers > 118).any()):
+            raise ValueError("the structure contains an element this model was not trained on")
+        return index
+
+    def atomic_energies(
+        self,
+        positions: Tensor,
+        species: Tensor,
+        edge_index: Tensor,
+        edge_vectors: Tensor,
+        batch: Tensor,
+    ) -> Tensor:
+        """Per-atom energies ``[N]`` in eV from species indices and edge vectors ``r_ij``."""
+        raise NotImplementedError
+
+    def forward(
+        self,
+        positions: Tensor,
+        atomic_numbers: Tensor,
+        cell: Tensor,
+        pbc: Tensor,
+        batch: Tensor,
+        compute_forces: bool = True,
+        compute_stress: bool = False,
+    ) -> Dict[str, Tensor]:
+        dtype = self.dtype_probe.dtype
+        positions = positions.to(dtype)
+        cell = cell.to(dtype)
+        n_systems = cell.shape[0]
+        species = self.species_index(atomic_numbers)
+        edge_index, shifts = neighbor_list(positions, cell, pbc, batch, self.cutoff)
+
+        strain = torch.zeros((n_systems, 3, 3), dtype=dtype, device=positions.device)
+        inputs: List[Tensor] = []
+        if compute_forces:
+            positions = positions.detach().requires_grad_(True)
+            inputs.append(positions)
+        if compute_stress:
+            strain.requires_grad_(True)
+            inputs.append(strain)
+            deformation = torch.eye(3, dtype=dtype, device=positions.device) + strain
+            positions = torch.einsum("ni,nij->nj", positions, deformation[batch])
+            cell = torch.bmm(cell, deformation)
+
+        vectors = edge_vectors(positions, cell, batch, edge_index, shifts)
+        energies = self.atomic_energies(positions, species, edge_index, vectors, batch)
+        energy = torch.zeros(n_systems, dtype=energies.dtype, device=energies.device)
+        energy = energy.index_add(0, batch, energies)
+        out: Dict[str, Tensor] = {"energy": energy, "energies": energies}
+        if len(inputs) > 0:
+            grads = torch.autograd.grad(
+                [energy.sum()], inputs, create_graph=self.training, allow_unused=True
+            )
+            if compute_forces:
+                g = grads[0]
+                out["forces"] = -g if g is not None else torch.zeros_like(positions)
+            if compute_stress:
+                g = grads[len(inputs) - 1]
+                volume = torch.linalg.det(cell).abs()
+                if g is None:
+                    g = torch.zeros_like(strain)
+                out["stress"] = g / volume.view(-1, 1, 1)
+        if not self.training:
+            # Engines consume plain numbers; keep no graph alive between steps.
+            for key in list(out.keys()):
+                out[key] = out[key].detach()
+        return out
