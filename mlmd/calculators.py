@@ -1,0 +1,76 @@
+"""Reference calculators by name: ``emt``, ``lj``, ``morse``, ``gfn2`` and any ASE calculator.
+
+Every command that takes ``--calculator NAME`` resolves the name here, so a
+new reference potential is one :func:`register_calculator` away. Names not in
+the registry fall back to ASE's own calculator registry.
+"""
+
+from typing import Callable, Dict
+
+from .errors import MLMDError
+
+CALCULATORS: Dict[str, Callable[[], object]] = {}
+
+
+def register_calculator(name: str):
+    """Decorator: ``factory() -> ase.Calculator`` becomes available as ``name``."""
+
+    def decorate(factory):
+        CALCULATORS[name] = factory
+        return factory
+
+    return decorate
+
+
+@register_calculator("emt")
+def _emt():
+    from ase.calculators.emt import EMT
+
+    return EMT()
+
+
+@register_calculator("lj")
+def _lennard_jones():
+    """Lennard-Jones with argon parameters (sigma 3.405 Å, epsilon 10.3 meV), smoothly cut at 8.5 Å."""
+    from ase.calculators.lj import LennardJones
+
+    return LennardJones(sigma=3.405, epsilon=0.0103, rc=8.5, ro=7.5, smooth=True)
+
+
+@register_calculator("morse")
+def _morse():
+    from ase.calculators.morse import MorsePotential
+
+    return MorsePotential()
+
+
+@register_calculator("gfn2")
+def _gfn2():
+    try:
+        from tblite.ase import TBLite
+    except ImportError as exc:
+        raise MLMDError(
+            "the gfn2 calculator needs the tblite package; install it with `pip install tblite`"
+        ) from exc
+    return TBLite(method="GFN2-xTB", verbosity=0)
+
+
+def get_calculator(name: str):
+    """Return a fresh ASE calculator for ``name``."""
+    key = name.lower()
+    if key in CALCULATORS:
+        return CALCULATORS[key]()
+    from ase.calculators.calculator import get_calculator_class
+
+    try:
+        cls = get_calculator_class(key)
+    except Exception as exc:  # ASE raises several types for an unknown or uninstalled calculator
+        known = ", ".join(sorted(CALCULATORS))
+        raise MLMDError(
+            f"unknown calculator {name!r}: use one of {known} or the name of a calculator "
+            f"registered with ASE ({type(exc).__name__}: {exc})"
+        ) from exc
+    try:
+        return cls()
+    except Exception as exc:  # third-party constructors can fail in many ways
+        raise MLMDError(f"ASE calculator {name!r} could not be created: {exc}") from exc

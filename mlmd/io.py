@@ -1,0 +1,97 @@
+"""File helpers: atomic writes and structure reading with clear errors.
+
+Every file mlmd writes goes through :func:`atomic_write`: the data is written
+to a temporary file in the destination folder, flushed to disk, and renamed
+into place, so a crash leaves either the old file or the new one, never half.
+"""
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator, List, Union
+
+from .errors import InputFileError, StructureError
+
+PathLike = Union[str, os.PathLike]
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
+
+    The temporary name keeps the destination's suffix so that writers that pick
+    a format from the extension (ASE, mdtraj, torch) still do the right thing.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise InputFileError(f"cannot write {path}: folder {folder} does not exist; create it first")
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=folder)
+    os.close(handle)
+    temporary = Path(temporary)
+    try:
+        yield temporary
+        with open(temporary, "rb+") as stream:
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+
+
+@contextlib.contextmanager
+def atomic_write(path: PathLike, mode: str = "w") -> Iterator:
+    """Open a temporary file for writing that replaces ``path`` when closed without error."""
+    with atomic_path(path) as temporary:
+        with open(temporary, mode) as stream:
+            yield stream
+
+
+def require_file(path: PathLike, what: str = "file") -> Path:
+    """Return ``path`` as a Path if it is a readable file, else raise a clear error."""
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(f"{what} {path} does not exist; check the path")
+    if path.is_dir():
+        raise InputFileError(f"{what} {path} is a folder, not a file")
+    if not os.access(path, os.R_OK):
+        raise InputFileError(f"{what} {path} is not readable; check its permissions")
+    return path
+
+
+def read_frames(path: PathLike, index: str = ":", what: str = "structure file") -> List:
+    """Read frames with ASE, turning reader failures into one clear error."""
+    from ase.io import read
+
+    path = require_file(path, what)
+    try:
+        frames = read(path, index=index)
+    except Exception as exc:  # ASE readers raise many types; report them as one
+        raise InputFileError(
+            f"could not read {what} {path}: {type(exc).__name__}: {exc}. "
+            "Give a file ASE can read (extended XYZ, CIF, POSCAR, PDB, ...), "
+            "or name the format in the file's extension"
+        ) from exc
+    if not isinstance(frames, list):
+        frames = [frames]
+    if len(frames) == 0:
+        raise InputFileError(f"{what} {path} contains no structures")
+    return frames
+
+
+def read_structure(path: PathLike):
+    """Read the last frame of a structure file and check it is usable."""
+    from .checks import check_atoms
+
+    atoms = read_frames(path, index="-1")[0]
+    check_atoms(atoms, source=str(path))
+    return atoms
+
+
+def write_frames(path: PathLike, frames: List, format: str = "extxyz") -> None:
+    """Write ASE frames atomically."""
+    from ase.io import write
+
+    with atomic_path(path) as temporary:
+        write(temporary, frames, format=format)
