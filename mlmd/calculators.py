@@ -52,7 +52,9 @@ def _gfn2():
         raise MLMDError(
             "the gfn2 calculator needs the tblite package; install it with `pip install tblite`"
         ) from exc
-    return TBLite(method="GFN2-xTB", verbosity=0)
+    # accuracy=0.01 converges the SCC tightly enough that labels do not depend on
+    # the previous step's wavefunction (forces reproducible to ~1e-5 eV/Å).
+    return TBLite(method="GFN2-xTB", verbosity=0, accuracy=0.01)
 
 
 def get_calculator(name: str):

@@ -168,6 +168,7 @@ def metal_configs(symbol: str) -> List[Config]:
     configs.append(("surface-111", fcc111(symbol, size=(3, 3, 4), vacuum=6.0, periodic=True)))
     adatom = fcc100(symbol, size=(3, 3, 4), vacuum=6.0, periodic=True)
     add_adsorbate(adatom, symbol, height=1.8, position="hollow")
+    adatom.info.pop("adsorbate_info", None)  # not representable in extended XYZ
     configs.append(("adatom-100", adatom))
     return configs
 
@@ -292,7 +293,7 @@ def generate(
     """
     from ase import units
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from ase.md import velocitydistribution
     from tqdm import tqdm
 
     from . import __version__
@@ -343,8 +344,11 @@ def generate(
             BFGS(atoms, logfile=None).run(fmax=0.05, steps=300)
         n_displaced = int(round(n_frames * settings.displaced_fraction))
         n_md = n_frames - n_displaced
-        MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
-        Stationary(atoms)
+        # ASE 3.29 renamed MaxwellBoltzmannDistribution; accept both.
+        thermalize = getattr(velocitydistribution, "thermalize_momenta", None)
+        thermalize = thermalize or velocitydistribution.MaxwellBoltzmannDistribution
+        thermalize(atoms, temperature_K=temperature, rng=rng)
+        velocitydistribution.Stationary(atoms)
         dynamics = Langevin(
             atoms,
             timestep=settings.timestep_fs * units.fs,
