@@ -1,7 +1,25 @@
-"""mlmd: learned interatomic potentials and trajectory forecasters in the MD engines people already use."""
+"""mlmd: learned interatomic potentials and trajectory forecasters in the MD engines people already use.
+
+Public interface: :func:`load_model`, :class:`MLMDCalculator` (ASE, also
+found by ASE under the name ``mlmd``), :class:`MLMDError`.
+"""
 
 __version__ = "0.1.0"
 
+from .ase_calculator import MLMDCalculator  # noqa: E402  (registers the name "mlmd" with ASE)
 from .errors import MLMDError  # noqa: E402
 
-__all__ = ["MLMDError", "__version__"]
+# Modules that import torch load on first use, so `import mlmd` and `mlmd --help` stay fast.
+_LAZY = {"load_model": ("model", "load_model"), "Model": ("model", "Model"), "export_model": ("model", "export_model")}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        from importlib import import_module
+
+        module, attribute = _LAZY[name]
+        return getattr(import_module(f".{module}", __name__), attribute)
+    raise AttributeError(f"module 'mlmd' has no attribute {name!r}")
+
+
+__all__ = ["MLMDCalculator", "MLMDError", "Model", "export_model", "load_model", "__version__"]

@@ -1,0 +1,140 @@
+"""Exported models: one TorchScript file with its metadata, and the one loader every engine uses.
+
+An exported model is a TorchScript archive whose extra file ``mlmd.json``
+records the family, species (atomic numbers), cutoff (Å), dtype, units,
+mlmd version, the training-data hash and the family's constructor config.
+:func:`load_model` reads it in a fresh process without any training code and
+returns a :class:`Model`, which every engine adapter (ASE, OpenMM,
+integrators, saddle search) consumes.
+"""
+
+import json
+import zipfile
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import torch
+
+from .errors import InputFileError, MLMDError
+from .io import PathLike, atomic_path, require_file
+
+METADATA_FILE = "mlmd.json"
+UNITS = {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom", "stress": "eV/Angstrom^3"}
+
+
+def model_metadata(module: torch.nn.Module, training_data_hash: str = "", **extra: Any) -> Dict[str, Any]:
+    """Metadata of an in-memory potential, read from the attributes the contract defines."""
+    from . import __version__
+
+    dtype = next((b.dtype for b in module.buffers() if b.is_floating_point()), torch.get_default_dtype())
+    metadata: Dict[str, Any] = {
+        "family": getattr(module, "family", ""),
+        "species": [int(z) for z in module.species],
+        "cutoff": float(module.cutoff),
+        "dtype": str(dtype).replace("torch.", ""),
+        "units": UNITS,
+        "mlmd_version": __version__,
+        "training_data_hash": training_data_hash,
+    }
+    if hasattr(module, "config"):
+        metadata["config"] = module.config()
+    metadata.update(extra)
+    return metadata
+
+
+def export_model(module: torch.nn.Module, path: PathLike, training_data_hash: str = "", **extra: Any) -> Path:
+    """Compile ``module`` with TorchScript and write it, with metadata, atomically to ``path``."""
+    metadata = model_metadata(module, training_data_hash, **extra)
+    was_training = module.training
+    module.eval()
+    try:
+        scripted = torch.jit.script(module)
+    finally:
+        module.train(was_training)
+    path = Path(path)
+    with atomic_path(path) as temporary:
+        torch.jit.save(scripted, str(temporary), _extra_files={METADATA_FILE: json.dumps(metadata, indent=1)})
+    return path
+
+
+class Model:
+    """A potential ready for any engine: the compiled module plus its metadata.
+
+    Calling it runs the model contract: ``model(positions, atomic_numbers,
+    cell, pbc, batch, compute_forces=True, compute_stress=False)``.
+    """
+
+    def __init__(self, module: torch.nn.Module, metadata: Dict[str, Any], path: Optional[Path] = None):
+        self.module = module.eval()
+        self.metadata = metadata
+        self.path = path
+
+    @property
+    def species(self):
+        return list(self.metadata["species"])
+
+    @property
+    def cutoff(self) -> float:
+        return float(self.metadata["cutoff"])
+
+    @property
+    def family(self) -> str:
+        return str(self.metadata["family"])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return getattr(torch, self.metadata["dtype"])
+
+    @property
+    def device(self) -> torch.device:
+        for tensor in list(self.module.parameters()) + list(self.module.buffers()):
+            return tensor.device
+        return torch.device("cpu")
+
+    def to(self, device: Union[str, torch.device]) -> "Model":
+        self.module.to(device)
+        return self
+
+    def __call__(self, positions, atomic_numbers, cell, pbc, batch, compute_forces: bool = True,
+                 compute_stress: bool = False) -> Dict[str, torch.Tensor]:
+        return self.module(positions, atomic_numbers, cell, pbc, batch, compute_forces, compute_stress)
+
+    def __repr__(self) -> str:
+        return (f"Model(family={self.family!r}, species={self.species}, cutoff={self.cutoff}, "
+                f"dtype={self.metadata['dtype']}, path={str(self.path) if self.path else None!r})")
+
+
+def load_model(source: Union[PathLike, Model, torch.nn.Module], device: Union[str, torch.device] = "cpu") -> Model:
+    """Load an exported model file (or wrap an in-memory potential) for use in any engine."""
+    if isinstance(source, Model):
+        return source.to(device)
+    if isinstance(source, torch.nn.Module):
+        return Model(source, model_metadata(source)).to(device)
+    path = require_file(source, "model file")
+    if not zipfile.is_zipfile(path):
+        raise InputFileError(
+            f"model file {path} is not a TorchScript archive (corrupt, truncated, or another kind of file); "
+            "export a model with `mlmd export CHECKPOINT -o MODEL.pt`"
+        )
+    extra = {METADATA_FILE: ""}
+    try:
+        module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+    except Exception as exc:  # torch raises RuntimeError or ValueError for damaged archives
+        raise InputFileError(
+            f"model file {path} could not be loaded by TorchScript ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); the file is corrupt or was written by an "
+            "incompatible torch; re-export it with `mlmd export`"
+        ) from exc
+    if not extra[METADATA_FILE]:
+        raise InputFileError(
+            f"model file {path} is a TorchScript file but not an mlmd model (no {METADATA_FILE} metadata); "
+            "export it with `mlmd export`"
+        )
+    try:
+        metadata = json.loads(extra[METADATA_FILE])
+    except json.JSONDecodeError as exc:
+        raise InputFileError(f"model file {path} has unreadable metadata ({exc}); re-export it") from exc
+    missing = [k for k in ("family", "species", "cutoff", "dtype") if k not in metadata]
+    if missing:
+        raise MLMDError(f"model file {path} lacks metadata {missing}; re-export it with `mlmd export`")
+    return Model(module, metadata, path)
