@@ -33,6 +33,7 @@ has a default (see :data:`SCHEMA`)::
     lr_factor = 0.5              # ReduceLROnPlateau on the validation loss
     lr_patience = 10
     early_stopping_patience = 30
+    max_time_min = 60            # wall-clock budget of this invocation, checked after each epoch
     grad_clip_norm = 10.0
     seed = 0
     dtype = "float64"
@@ -204,6 +205,7 @@ SCHEMA: Dict[str, Dict[str, tuple]] = {
         "lr_patience": (10, _number(0, integer=True), "10"),
         "min_lr": (0.0, _number(0), "1e-6"),
         "early_stopping_patience": (30, _number(1, integer=True, optional=True), "30 (null turns it off)"),
+        "max_time_min": (None, _number(0, strict_min=True, optional=True), "60 (null: no limit)"),
         "grad_clip_norm": (10.0, _number(0, strict_min=True, optional=True), "10.0 (null turns it off)"),
         "seed": (0, _number(0, integer=True), "0"),
         "dtype": ("float64", _string(("float32", "float64")), '"float64"'),
@@ -972,6 +974,19 @@ class _Trainer:
             "ema": self.best_ema, "epoch": self.epoch, "best_metric": self.best_metric, "metrics": row,
         }
 
+    def _out_of_time(self, run_started: float) -> bool:
+        """Whether this invocation's wall-clock budget is spent; every rank takes rank 0's answer."""
+        import torch
+
+        budget = self.config["training"]["max_time_min"]
+        if budget is None:
+            return False
+        spent = self.info.main and time.perf_counter() - run_started > 60.0 * budget
+        flag = torch.tensor([float(spent)], device=self.device)
+        if self.info.enabled:
+            _all_reduce(flag, self.info)
+        return bool(flag.item() > 0)
+
     def run(self, resume: bool) -> TrainResult:
         import torch
 
@@ -981,11 +996,13 @@ class _Trainer:
         training = self.config["training"]
         patience = training["early_stopping_patience"]
         stopped_early = patience is not None and self.bad_epochs >= patience
+        out_of_time = False
+        run_started = time.perf_counter()
         if self.info.main and not resume:
             self.log(f"training {self.family} ({sum(p.numel() for p in self.model.parameters())} parameters) on "
                      f"{len(self.split.train)} frames, validating on {len(self.split.validation)}, "
                      f"{self.info.world_size} process(es) on {self.device}, {training['dtype']}")
-        while self.epoch < training["epochs"] and not stopped_early:
+        while self.epoch < training["epochs"] and not stopped_early and not out_of_time:
             epoch = self.epoch + 1
             started = time.perf_counter()
             train_loss = self._train_epoch(epoch)
@@ -1008,6 +1025,7 @@ class _Trainer:
                    "time_s": round(time.perf_counter() - started, 3)}
             self.history.append(row)
             stopped_early = patience is not None and self.bad_epochs >= patience
+            out_of_time = self._out_of_time(run_started)
             if self.info.main:
                 _save(self._checkpoint(), self.checkpoint_path)
                 if improved:
@@ -1022,6 +1040,9 @@ class _Trainer:
             _barrier(self.info)
         if stopped_early:
             self.log(f"stopped early: no improvement for {self.bad_epochs} epochs")
+        elif out_of_time:
+            self.log(f"stopped after epoch {self.epoch}: the {training['max_time_min']} min budget is spent; "
+                     "--resume continues")
 
         test_metrics: Dict[str, float] = {}
         if len(self.split.test) > 0 and self.best_ema is not None:
@@ -1052,9 +1073,11 @@ class _Trainer:
 
 # --- export -----------------------------------------------------------------------
 
-def export_checkpoint(checkpoint: Union[str, os.PathLike], output: Union[str, os.PathLike], best: bool = False):
+def export_checkpoint(checkpoint: Union[str, os.PathLike], output: Union[str, os.PathLike], best: bool = False,
+                      **metadata: Any):
     """Write the EMA weights of a training checkpoint (``best``: those of the best
-    validation epoch) as an exported model file; returns its path."""
+    validation epoch) as an exported model file; returns its path. ``metadata``
+    goes into the model file's metadata beside the standard keys."""
     import torch
 
     from .model import export_model
@@ -1083,7 +1106,7 @@ def export_checkpoint(checkpoint: Union[str, os.PathLike], output: Union[str, os
                         f"({str(exc).splitlines()[0]}); use the mlmd version that wrote it") from exc
     module.eval()
     training = {"epoch": int(epoch), "weights": "best EMA" if (best or data.get("kind") == "best") else "EMA"}
-    return export_model(module, output, training_data_hash=data["data_hash"], training=training)
+    return export_model(module, output, training_data_hash=data["data_hash"], training=training, **metadata)
 
 
 # --- command line --------------------------------------------------------------------

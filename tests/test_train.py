@@ -350,3 +350,12 @@ def test_equivariant_family_trains(data_file, tmp_path):
     assert result.epoch == 2 and all(math.isfinite(r["val_loss"]) for r in result.history)
     model = mlmd.load_model(export_checkpoint(result.checkpoint, tmp_path / "model.pt"))
     assert model.family == "equivariant"
+
+
+def test_wall_clock_budget_stops_after_the_epoch_that_spends_it(data_file, tmp_path):
+    result = train(make_config(data_file, tmp_path / "budget", epochs=5, max_time_min=1e-6), verbose=False,
+                   progress=False)
+    assert result.epoch == 1 and not result.stopped_early
+    resumed = train(make_config(data_file, tmp_path / "budget", epochs=5, max_time_min=1e-6), resume=True,
+                    verbose=False, progress=False)
+    assert resumed.epoch == 2
