@@ -1,6 +1,6 @@
 """mlmd: learned interatomic potentials and trajectory forecasters in the MD engines people already use.
 
-Public interface: :func:`load_model`, :class:`MLMDCalculator` (ASE, also
+Public interface: :func:`load_model`, :func:`pretrained`, :class:`MLMDCalculator` (ASE, also
 found by ASE under the name ``mlmd``), :class:`MLMDError`.
 """
 
@@ -10,7 +10,8 @@ from .ase_calculator import MLMDCalculator  # noqa: E402  (registers the name "m
 from .errors import MLMDError  # noqa: E402
 
 # Modules that import torch load on first use, so `import mlmd` and `mlmd --help` stay fast.
-_LAZY = {"load_model": ("model", "load_model"), "Model": ("model", "Model"), "export_model": ("model", "export_model")}
+_LAZY = {"load_model": ("model", "load_model"), "Model": ("model", "Model"), "export_model": ("model", "export_model"),
+         "pretrained": ("model", "pretrained")}
 
 
 def __getattr__(name):
@@ -22,4 +23,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'mlmd' has no attribute {name!r}")
 
 
-__all__ = ["MLMDCalculator", "MLMDError", "Model", "export_model", "load_model", "__version__"]
+__all__ = ["MLMDCalculator", "MLMDError", "Model", "export_model", "load_model", "pretrained", "__version__"]

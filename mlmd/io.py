@@ -16,6 +16,12 @@ from .errors import InputFileError, StructureError
 PathLike = Union[str, os.PathLike]
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
@@ -34,6 +40,8 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         yield temporary
         with open(temporary, "rb+") as stream:
             os.fsync(stream.fileno())
+        # mkstemp creates files readable by the owner only; give the permissions a plain open() would.
+        os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
     finally:
         if temporary.exists():

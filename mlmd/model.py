@@ -19,6 +19,7 @@ from .errors import InputFileError, MLMDError
 from .io import PathLike, atomic_path, require_file
 
 METADATA_FILE = "mlmd.json"
+PRETRAINED_DIRECTORY = Path(__file__).resolve().parent / "pretrained_models"
 UNITS = {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom", "stress": "eV/Angstrom^3"}
 
 
@@ -138,3 +139,16 @@ def load_model(source: Union[PathLike, Model, torch.nn.Module], device: Union[st
     if missing:
         raise MLMDError(f"model file {path} lacks metadata {missing}; re-export it with `mlmd export`")
     return Model(module, metadata, path)
+
+
+def pretrained(name: str) -> Path:
+    """Path of the small pretrained model ``name`` shipped inside the package (e.g. ``"ethanol"``).
+
+    Each is remade by ``python scripts/train_pretrained.py NAME``; load it with :func:`load_model`.
+    """
+    available = sorted(p.stem for p in PRETRAINED_DIRECTORY.glob("*.pt"))
+    path = PRETRAINED_DIRECTORY / f"{name}.pt"
+    if not path.is_file():
+        raise MLMDError(f"no pretrained model named {name!r}; available: {', '.join(available) or 'none'} "
+                        "(remake one with scripts/train_pretrained.py)")
+    return path

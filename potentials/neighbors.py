@@ -82,6 +82,8 @@ def neighbor_list(
     batch = batch.to(torch.int64)
     if not bool(torch.isfinite(pos).all()):
         raise ValueError("neighbor_list: positions contain NaN or infinity")
+    if not bool(torch.isfinite(lattice).all()):
+        raise ValueError("neighbor_list: the cell contains NaN or infinity; give finite lattice vectors")
 
     if bool(pbc.all()):
         full_cell = lattice

@@ -1,4 +1,4 @@
-"""Remake the pretrained models shipped in ``mlmd/pretrained/`` (``mlmd.pretrained(name)``).
+"""Remake the pretrained models shipped in ``mlmd/pretrained_models/`` (``mlmd.pretrained(name)``).
 
     python scripts/train_pretrained.py ethanol [--minutes 45] [--workdir pretrained-work]
 
@@ -20,7 +20,7 @@ from mlmd.generate import generate
 from mlmd.io import write_frames
 from mlmd.train import export_checkpoint, train
 
-PACKAGE_MODELS = Path(__file__).resolve().parent.parent / "mlmd" / "pretrained"
+PACKAGE_MODELS = Path(__file__).resolve().parent.parent / "mlmd" / "pretrained_models"
 
 RECIPES = {
     "ethanol": {

@@ -47,3 +47,12 @@ def test_successful_write_replaces_the_file(tmp_path):
         stream.write("new")
     assert target.read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.txt"]
+
+
+def test_written_files_get_the_permissions_of_a_plain_open(tmp_path):
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    target = tmp_path / "atomic.txt"
+    with atomic_write(target) as stream:
+        stream.write("x")
+    assert target.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777

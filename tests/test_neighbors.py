@@ -380,3 +380,11 @@ def test_singular_periodic_cell_raises(cell, pbc):
 def test_non_positive_cutoff_raises():
     with pytest.raises(ValueError, match="positive"):
         neighbor_list(*one_atom_inputs(), 0.0)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_cell_raises(bad):
+    cell = np.eye(3) * 3.0
+    cell[1, 2] = bad
+    with pytest.raises(ValueError, match="cell contains NaN"):
+        neighbor_list(*one_atom_inputs(cell=cell), 2.0)
