@@ -52,9 +52,29 @@ def _gfn2():
         raise MLMDError(
             "the gfn2 calculator needs the tblite package; install it with `pip install tblite`"
         ) from exc
+    _limit_xtb_threads()
     # accuracy=0.01 converges the SCC tightly enough that labels do not depend on
     # the previous step's wavefunction (forces reproducible to ~1e-5 eV/Å).
     return TBLite(method="GFN2-xTB", verbosity=0, accuracy=0.01)
+
+
+def _limit_xtb_threads() -> None:
+    """Run tblite's OpenMP runtime on ``MLMD_XTB_THREADS`` threads (default 1).
+
+    tblite spin-waits in OpenMP; on the small molecules we label, a second
+    thread gains nothing, and with any other process busy on the cores one call
+    of ethanol took 55 ms instead of 4 ms here. ``OMP_NUM_THREADS`` cannot
+    help once torch has started its own runtime, so set it through libgomp.
+    """
+    import ctypes
+    import ctypes.util
+    import os
+
+    threads = int(os.environ.get("MLMD_XTB_THREADS", "1"))
+    library = ctypes.util.find_library("gomp")
+    if library is None:
+        return  # tblite built without GNU OpenMP: nothing to limit
+    ctypes.CDLL(library).omp_set_num_threads(threads)
 
 
 def get_calculator(name: str):
