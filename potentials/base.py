@@ -46,8 +46,11 @@ class Potential(torch.nn.Module):
     def species_index(self, atomic_numbers: Tensor) -> Tensor:
         """Index into ``self.species`` for every atom; raises on an unknown element."""
         index = self.species_index_table[atomic_numbers.clamp(0, 118)]
-        if bool((index < 0).any()) or bool((atomic_numbers > 118).any()):
-            raise ValueError("the structure contains an element this model was not trained on")
+        unknown = (index < 0) | (atomic_numbers > 118) | (atomic_numbers < 0)
+        if bool(unknown.any()):
+            z = int(atomic_numbers[unknown][0].item())
+            raise ValueError("the structure contains atomic number " + str(z) + ", which this model was not "
+                             "trained on (it knows " + str(self.species) + "); use a model trained on it")
         return index
 
     def atomic_energies(

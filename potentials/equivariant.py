@@ -89,7 +89,7 @@ class GatedActivation(torch.nn.Module):
         self.channels = channels
         self.num_gates = channels * lmax
         blocks: List[Tuple[int, int]] = []
-        start = 2 * channels if lmax > 0 else channels
+        start = channels + self.num_gates
         for l in range(1, lmax + 1):
             blocks.append((start, 2 * l + 1))
             start += channels * (2 * l + 1)
