@@ -34,6 +34,7 @@ has a default (see :data:`SCHEMA`)::
     lr_patience = 10
     early_stopping_patience = 30
     max_time_min = 60            # wall-clock budget of this invocation, checked after each epoch
+    num_threads = 1              # torch CPU threads; 1 wins whenever other work shares the cores
     grad_clip_norm = 10.0
     seed = 0
     dtype = "float64"
@@ -205,6 +206,7 @@ SCHEMA: Dict[str, Dict[str, tuple]] = {
         "lr_patience": (10, _number(0, integer=True), "10"),
         "min_lr": (0.0, _number(0), "1e-6"),
         "early_stopping_patience": (30, _number(1, integer=True, optional=True), "30 (null turns it off)"),
+        "num_threads": (None, _number(1, integer=True, optional=True), "1 (null: torch's default)"),
         "max_time_min": (None, _number(0, strict_min=True, optional=True), "60 (null: no limit)"),
         "grad_clip_norm": (10.0, _number(0, strict_min=True, optional=True), "10.0 (null turns it off)"),
         "seed": (0, _number(0, integer=True), "0"),
@@ -801,6 +803,8 @@ class _Trainer:
 
         config, training = self.config, self.config["training"]
         self.dtype = getattr(torch, training["dtype"])
+        if training["num_threads"] is not None:
+            torch.set_num_threads(training["num_threads"])
         if resume and not self.checkpoint_path.is_file():
             raise MLMDError(f"--resume: there is no {self.checkpoint_path} to resume; "
                             "run without --resume to start training")

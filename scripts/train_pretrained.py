@@ -29,7 +29,7 @@ RECIPES = {
                       radial_hidden=64),
         "training": dict(epochs=2000, lr=0.005, batch_size=4, energy_weight=1.0, force_weight=10.0,
                          ema_decay=0.99, lr_factor=0.5, lr_patience=8, early_stopping_patience=40,
-                         dtype="float32", device="cpu", seed=0),
+                         dtype="float32", device="cpu", seed=0, num_threads=1),
     },
 }
 

@@ -281,3 +281,27 @@ def test_bad_arguments(model_file):
     slab.pbc = [True, True, False]
     with pytest.raises(StructureError, match="all three directions or none"):
         topology_from_atoms(slab)
+
+
+@pytest.fixture(scope="module")
+def equivariant_file(tmp_path_factory):
+    """A small untrained e3nn model in float64: e3nn's TorchScript inside TorchForce, not just a pair potential."""
+    import torch
+
+    from potentials import FAMILIES
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("equivariant") / "equivariant.pt"
+    export_model(FAMILIES["equivariant"](SPECIES, cutoff=4.0, channels=8, lmax=2).double(), path)
+    return path
+
+
+@pytest.mark.parametrize("make", [_ethanol, _copper], ids=["ethanol", "copper"])
+def test_equivariant_model_agrees_in_ase_torchforce_and_pythonforce(equivariant_file, make):
+    atoms = make()
+    topology, positions = topology_from_atoms(atoms)
+    reference_energy, reference_forces = _references(atoms, equivariant_file)[0]
+    assert np.abs(reference_forces).max() > 1.0  # kJ/mol/nm: a non-trivial comparison
+    for backend in BACKENDS:
+        energy, forces = _evaluate(create_system(topology, equivariant_file, backend=backend), positions, "CPU")
+        _assert_close(energy, forces, reference_energy, reference_forces)
