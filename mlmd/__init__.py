@@ -14,7 +14,15 @@ _LAZY = {"load_model": ("model", "load_model"), "Model": ("model", "Model"), "ex
          "pretrained": ("model", "pretrained")}
 
 
+# Submodules reachable as attributes (``mlmd.md.run``) without an explicit import.
+_SUBMODULES = ("md", "saddle", "openmm", "demo", "train", "data", "generate")
+
+
 def __getattr__(name):
+    if name in _SUBMODULES:
+        from importlib import import_module
+
+        return import_module(f".{name}", __name__)
     if name in _LAZY:
         from importlib import import_module
 

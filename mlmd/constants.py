@@ -40,3 +40,7 @@ A_PER_FS_NM_PER_PS = ANGSTROM_NM / FS_PS
 
 #: Stress: 1 eV/Å³ in GPa.
 EV_PER_A3_GPA = ELEMENTARY_CHARGE_C / ANGSTROM_M**3 / 1e9
+
+#: Simulation speed: femtoseconds per nanosecond and seconds per day (for ns/day).
+FS_NS = 1e-6
+SECONDS_PER_DAY = 86400.0
