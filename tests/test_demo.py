@@ -1,0 +1,51 @@
+"""The shipped pretrained model and ``mlmd demo``."""
+
+import mdtraj
+import numpy as np
+import pytest
+from ase.io import read
+
+import mlmd
+from mlmd.generate import generate
+
+
+def test_shipped_ethanol_model_is_accurate_on_fresh_gfn2_frames():
+    """Frames from an independent GFN2-xTB trajectory (seed and temperature unlike the training data's)."""
+    model = mlmd.load_model(mlmd.pretrained("ethanol"))
+    assert model.metadata["test_metrics"]["force_mae_meV_per_A"] <= 20.0
+    frames = generate("ethanol", frames=24, temperatures_K=[400.0], seed=12345, displaced_fraction=0.0,
+                      progress=False)
+    calculator = mlmd.MLMDCalculator(model)
+    errors = []
+    for frame in frames:
+        reference = frame.get_forces()
+        copy = frame.copy()
+        copy.calc = calculator
+        errors.append(np.abs(copy.get_forces() - reference))
+    force_mae_meV_per_A = 1000 * float(np.mean(errors))
+    # The training target is 20 meV/Å on its own test split; fresh frames of a new trajectory get 25 % slack.
+    assert force_mae_meV_per_A < 25.0, force_mae_meV_per_A
+
+
+def test_unknown_pretrained_name_lists_the_available_ones():
+    with pytest.raises(mlmd.MLMDError, match="ethanol"):
+        mlmd.pretrained("no-such-model")
+
+
+def test_demo_runs_ase_openmm_and_batched_replicas(mlmd_cli, tmp_path):
+    result = mlmd_cli("demo", "--steps", "40", "--replicas", "3", "-o", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "ASE" in result.stdout and "OpenMM" in result.stdout and "3 replicas" in result.stdout
+    ase_frames = read(tmp_path / "ase.traj", index=":")
+    openmm = mdtraj.load(str(tmp_path / "openmm.dcd"), top=str(tmp_path / "openmm_topology.pdb"))
+    replicas = mdtraj.load(str(tmp_path / "replicas.h5"))
+    assert len(ase_frames) == openmm.n_frames == replicas.n_frames == 40 // 4 + 1
+    assert openmm.n_atoms == 9 and replicas.n_atoms == 27 and replicas.topology.n_chains == 3
+    for frame in ase_frames + [openmm.xyz[-1] * 10, replicas.xyz[-1][:9] * 10]:
+        positions = frame.positions if hasattr(frame, "positions") else frame
+        assert np.isfinite(positions).all()
+        # still a molecule: every atom within bonding distance of another one
+        distances = np.linalg.norm(positions[:, None] - positions[None], axis=-1) + 10 * np.eye(9)
+        assert distances.min(axis=1).max() < 1.8
+    for name in ("openmm.csv", "openmm.png", "replicas.csv", "replicas.png"):
+        assert (tmp_path / name).stat().st_size > 0
