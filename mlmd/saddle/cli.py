@@ -1,0 +1,150 @@
+"""``mlmd saddle``: saddle-point searches from the command line.
+
+One START runs in this process and prints a progress line per outer
+iteration; several STARTs run as a batch on local processes (``--workers``)
+or a Dask cluster (``--scheduler``) and write one summary table. Exit status:
+0 converged, 1 not converged within the budget (the best structure is still
+written), 2 bad input.
+"""
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..cli import Command
+from ..errors import MLMDError
+
+
+def _add_arguments(parser) -> None:
+    parser.add_argument("start", nargs="+", help="starting structure file(s) (any format ASE reads)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--model", help="an exported mlmd model (MODEL.pt)")
+    source.add_argument("--calculator", help="emt, lj, morse, gfn2 or any calculator registered with ASE")
+    parser.add_argument("--method", default="gp-dimer", choices=["gp-dimer", "ot-gp-dimer", "dimer"],
+                        help="search method (default gp-dimer)")
+    parser.add_argument("--mode", default="random",
+                        help="initial mode: FILE (N x 3, numpy.loadtxt), 'random' or 'displacement' (default random)")
+    parser.add_argument("--displace", type=float, default=0.0, metavar="SIGMA_A",
+                        help="seeded Gaussian displacement of the free atoms, standard deviation in Å (default 0)")
+    parser.add_argument("--displace-atoms", help="comma-separated atom indices to displace (default all free atoms)")
+    parser.add_argument("--fix", help="comma-separated indices of atoms to hold fixed, besides the file's FixAtoms")
+    parser.add_argument("--fmax", type=float, default=0.01, help="converged when max per-atom |F| < FMAX eV/Å "
+                        "(default 0.01)")
+    parser.add_argument("--max-calls", type=int, default=300, help="budget of true force calls (default 300)")
+    parser.add_argument("--max-step", type=float, help="largest translation step in Å (default 0.1 GP, 0.2 dimer)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed for the mode and displacement (default 0)")
+    parser.add_argument("--relax", action="store_true", help="relax down both sides to the minima; report the barrier")
+    parser.add_argument("--device", default="auto", help="torch device for the GP and model: auto, cpu, cuda")
+    parser.add_argument("--initial-rotations", type=int, help="GP rotations checked by true image evaluations before "
+                        "the first step (default 5 for a random or displacement mode, 0 for a mode file)")
+    parser.add_argument("--no-prune", action="store_true", help="ot-gp-dimer: fit hyperparameters on all data")
+    parser.add_argument("-o", "--output", help="saddle structure file (default START_saddle.xyz)")
+    parser.add_argument("--mode-output", help="mode file (default START_saddle_mode.txt)")
+    parser.add_argument("--json", help="JSON summary file")
+    parser.add_argument("--plot", help="PNG of energy and gradient against force calls (default START_saddle.png)")
+    parser.add_argument("--table", help="batch: CSV summary table (default saddle_summary.csv)")
+    parser.add_argument("--workers", type=int, default=1, help="batch: local processes (default 1)")
+    parser.add_argument("--scheduler", help="batch: Dask scheduler address, e.g. tcp://host:8786")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def _indices(text, option):
+    if not text:
+        return None
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise MLMDError(f"{option} takes comma-separated atom indices, e.g. 0,3,7; got {text!r}") from None
+
+
+def _load_mode(text):
+    if text in ("random", "displacement"):
+        return text
+    from ..io import require_file
+
+    path = require_file(text, "mode file")
+    try:
+        return np.atleast_2d(np.loadtxt(path))
+    except ValueError as exc:
+        raise MLMDError(f"could not read mode file {path}: {exc}; give N rows of 3 numbers (numpy.loadtxt)") from exc
+
+
+def _options(args):
+    if args.model is None and args.calculator is None:
+        raise MLMDError("no potential: give --model MODEL.pt or --calculator NAME (emt, lj, morse, gfn2, ...)")
+    if args.calculator is not None:
+        from ..calculators import get_calculator
+
+        get_calculator(args.calculator)  # an unknown name fails here, before any work
+    options = dict(method=args.method, mode=_load_mode(args.mode), fmax=args.fmax, max_calls=args.max_calls,
+                   fixed=_indices(args.fix, "--fix"), displace_A=args.displace,
+                   displace_atoms=_indices(args.displace_atoms, "--displace-atoms"), seed=args.seed,
+                   max_step_A=args.max_step, relax=args.relax, device=args.device)
+    if args.initial_rotations is not None:
+        options["initial_rotations"] = args.initial_rotations
+    if args.no_prune:
+        options["prune"] = False
+    return options
+
+
+def _run(args) -> int:
+    from ..io import read_structure
+    from . import report
+    from .batch import run_batch, run_task, write_table
+    from .search import search
+
+    options = _options(args)
+    if len(args.start) > 1:
+        if args.output or args.json or args.mode_output or args.plot:
+            raise MLMDError("with several STARTs the outputs are named START_saddle.*; use --table for the summary")
+        tasks = []
+        for start in args.start:
+            stem = Path(start).with_suffix("")
+            tasks.append({"start": start, "calculator": args.calculator, "model": args.model, "options": options,
+                          "structure": f"{stem}_saddle.xyz", "mode": f"{stem}_saddle_mode.txt",
+                          "plot": f"{stem}_saddle.png", "json": f"{stem}_saddle.json"})
+
+        def done(row):
+            if not args.quiet:
+                print(f"{row['start']}: {'converged' if row.get('converged') else 'not converged'}  "
+                      f"calls {row.get('force_calls')}  E {row.get('energy')}  {row.get('message', '')}")
+
+        rows = run_batch(tasks, workers=args.workers, scheduler=args.scheduler, on_done=done)
+        table = args.table or "saddle_summary.csv"
+        write_table(rows, table)
+        n_ok = sum(bool(r.get("converged")) for r in rows)
+        print(f"{n_ok} of {len(rows)} searches converged; summary table {table}")
+        return 0 if n_ok == len(rows) else 1
+
+    start = args.start[0]
+    stem = Path(start).with_suffix("")
+    atoms = read_structure(start)
+    began = time.perf_counter()
+    result = search(atoms, calculator=args.calculator, model=args.model,
+                    log=None if args.quiet else print, **options)
+    output = args.output or f"{stem}_saddle.xyz"
+    mode_output = args.mode_output or f"{stem}_saddle_mode.txt"
+    plot = args.plot or f"{stem}_saddle.png"
+    report.write_structure(result, output)
+    report.write_mode(result, mode_output)
+    report.write_plot(result, plot, title=f"{Path(start).name}: {result.method}")
+    summary = result.summary()
+    if args.json:
+        report.write_summary(summary, args.json)
+    print(f"{result.message}")
+    line = (f"E {result.energy:.6f} eV  curvature {result.curvature:.4f} eV/Å²  fmax {result.fmax:.4f} eV/Å  "
+            f"force calls {result.force_calls}  wall {time.perf_counter() - began:.1f} s  (GP {result.gp_s:.1f} s)")
+    if result.barrier is not None:
+        line += f"  barrier {result.barrier:.4f} eV (reverse {result.reverse_barrier:.4f} eV)"
+    print(line)
+    print(f"wrote {output}, {mode_output}, {plot}" + (f", {args.json}" if args.json else ""))
+    return 0 if result.converged else 1
+
+
+COMMAND = Command(
+    name="saddle",
+    help="find a saddle point (GP-dimer, OT-GP-dimer or dimer) from a starting structure",
+    add_arguments=_add_arguments,
+    run=_run,
+)
