@@ -49,8 +49,8 @@ class Potential(torch.nn.Module):
         unknown = (index < 0) | (atomic_numbers > 118) | (atomic_numbers < 0)
         if bool(unknown.any()):
             z = int(atomic_numbers[unknown][0].item())
-            raise ValueError("the structure contains atomic number " + str(z) + ", which this model was not "
-                             "trained on (it knows " + str(self.species) + "); use a model trained on it")
+            raise ValueError("the structure contains an element (atomic number " + str(z) + ") that this model "
+                             "was not trained on (it knows " + str(self.species) + "); use a model trained on it")
         return index
 
     def atomic_energies(

@@ -513,5 +513,5 @@ class ModelConformance:
         unknown = next(z for z in range(1, 119) if z not in set(model64.species))
         for z in (unknown, 200):
             atoms.numbers[0] = z
-            with pytest.raises(ValueError, match="element"):
+            with pytest.raises(ValueError, match=rf"element \(atomic number {z}\)"):
                 evaluate(model64, [atoms], torch.float64)
