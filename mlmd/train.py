@@ -64,6 +64,14 @@ model section (without ``family``) and a dict holding all of the above plus
 constructor arguments; the checkpoint stores them so that ``mlmd export`` and
 ``--resume`` rebuild the same model.
 
+Linear families
+---------------
+A family whose model defines ``fit_linear(batches, energy_weight=, force_weight=)``
+(the ``spline`` family) has an energy linear in its parameters: epoch 1 calls it
+once on every training frame (float64 collated batches of ``data.batch_size``),
+the EMA takes the fitted weights as they are, and no gradient epochs follow.
+Validation, checkpoints, ``summary.json`` and export work as below.
+
 Training
 --------
 AdamW; loss as above, stress only on frames that carry a stress label; an exponential
@@ -914,10 +922,22 @@ class _Trainer:
                 indices = np.concatenate([indices, indices[:self.info.world_size - remainder]])
         return indices[self.info.rank::self.info.world_size].tolist()
 
+    def _fit_linear(self) -> float:
+        """Closed-form fit of a linear family on all training frames; the EMA copies it. Returns the training loss."""
+        import torch
+
+        batches = self.dataset.batches(self.split.train, self.config["data"]["batch_size"], dtype=torch.float64)
+        stats = self.model.fit_linear(batches, energy_weight=self.weights["energy"], force_weight=self.weights["force"])
+        self.log(f"closed-form fit of {self.family} on {len(self.split.train)} frames in {stats['seconds']:.2f} s")
+        self.ema.module.load_state_dict(self.model.state_dict())
+        return self._evaluate(self.ema.module, self.split.train)["loss"]
+
     def _train_epoch(self, epoch: int) -> float:
         import torch
         from tqdm.auto import tqdm
 
+        if hasattr(self.model, "fit_linear"):
+            return self._fit_linear()
         training = self.config["training"]
         batch_size = self.config["data"]["batch_size"]
         indices = self._shard(self.split.train, epoch)
@@ -1006,7 +1026,9 @@ class _Trainer:
             self.log(f"training {self.family} ({sum(p.numel() for p in self.model.parameters())} parameters) on "
                      f"{len(self.split.train)} frames, validating on {len(self.split.validation)}, "
                      f"{self.info.world_size} process(es) on {self.device}, {training['dtype']}")
-        while self.epoch < training["epochs"] and not stopped_early and not out_of_time:
+        linear = hasattr(self.model, "fit_linear")  # one closed-form fit, no gradient epochs
+        while self.epoch < training["epochs"] and not stopped_early and not out_of_time and not (
+                linear and self.epoch >= 1):
             epoch = self.epoch + 1
             started = time.perf_counter()
             train_loss = self._train_epoch(epoch)
