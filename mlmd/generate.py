@@ -168,8 +168,9 @@ def metal_configs(symbol: str) -> List[Config]:
     configs.append(("surface-111", fcc111(symbol, size=(3, 3, 4), vacuum=6.0, periodic=True)))
     adatom = fcc100(symbol, size=(3, 3, 4), vacuum=6.0, periodic=True)
     add_adsorbate(adatom, symbol, height=1.8, position="hollow")
-    adatom.info.pop("adsorbate_info", None)  # not representable in extended XYZ
     configs.append(("adatom-100", adatom))
+    for _, atoms in configs:
+        atoms.info.pop("adsorbate_info", None)  # ASE's slab bookkeeping; extended XYZ cannot hold it
     return configs
 
 
