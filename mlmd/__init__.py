@@ -19,13 +19,11 @@ _SUBMODULES = ("md", "saddle", "openmm", "demo", "train", "data", "generate")
 
 
 def __getattr__(name):
-    if name in _SUBMODULES:
-        from importlib import import_module
+    from importlib import import_module
 
+    if name in _SUBMODULES:
         return import_module(f".{name}", __name__)
     if name in _LAZY:
-        from importlib import import_module
-
         module, attribute = _LAZY[name]
         return getattr(import_module(f".{module}", __name__), attribute)
     raise AttributeError(f"module 'mlmd' has no attribute {name!r}")

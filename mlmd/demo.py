@@ -21,7 +21,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from .cli import Command
-from .constants import FS_NS, FS_PS, SECONDS_PER_DAY
+from .constants import FS_PS
 from .errors import MLMDError
 from .io import atomic_path
 
@@ -108,7 +108,7 @@ def run(output: Path = Path("mlmd-demo"), steps: int = 2000, replicas: int = 8, 
 
     say("\nwhat ran                           mean T (K)   ns/day   files")
     rows = [("ASE, 1 molecule", summary["ase"]["mean_temperature_K"],
-             steps * TIMESTEP_FS * FS_NS / (summary["ase"]["seconds"] / SECONDS_PER_DAY), summary["ase"]["files"]),
+             md.ns_per_day(steps, TIMESTEP_FS, summary["ase"]["seconds"]), summary["ase"]["files"]),
             ("OpenMM, 1 molecule", summary["openmm"]["mean_temperature_K"], summary["openmm"]["ns_per_day"],
              summary["openmm"]["files"]),
             (f"torch, {replicas} replicas (each)", summary["replicas"]["mean_temperature_K"],

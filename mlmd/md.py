@@ -680,9 +680,8 @@ def _check_settings(engine, integrator, model, calculator, steps, timestep_fs, t
             raise MLMDError(f"device {device!r} asked for but torch sees no CUDA device; use --device cpu")
 
 
-def _ns_per_day(steps: int, timestep_fs: float, seconds: float) -> float:
-    from openmm import unit
-
+def ns_per_day(steps: int, timestep_fs: float, seconds: float) -> float:
+    """Simulation speed: ``steps`` of ``timestep_fs`` simulated in ``seconds`` of wall time, in ns/day."""
     if seconds <= 0:
         return float("nan")
     simulated_ns = steps * timestep_fs * FS_NS
@@ -828,7 +827,7 @@ def _drive(engine, outputs: _Outputs, steps: int, stride: int, restart_every: in
             outputs.record(snapshot, time_of(snapshot.step), snapshot.step % stride == 0)
             if snapshot.step % restart_every == 0 and snapshot.step < steps:
                 outputs.checkpoint(engine.payload(good))
-            speed = _ns_per_day(snapshot.step - first_step, timestep_fs, time.perf_counter() - started)
+            speed = ns_per_day(snapshot.step - first_step, timestep_fs, time.perf_counter() - started)
             bar.set_postfix_str(f"{speed:.3g} ns/day, T={np.mean(snapshot.temperature_K):.0f} K", refresh=False)
     finally:
         bar.close()
@@ -839,7 +838,7 @@ def _drive(engine, outputs: _Outputs, steps: int, stride: int, restart_every: in
                       positions=good_snapshot.positions_A.reshape(replicas, n, 3),
                       velocities=good_snapshot.velocities_A_per_fs.reshape(replicas, n, 3),
                       log=np.array(outputs.rows, dtype=float).reshape(-1, len(LOG_HEADER)), files=files,
-                      ns_per_day=_ns_per_day(good_snapshot.step - first_step, timestep_fs, elapsed))
+                      ns_per_day=ns_per_day(good_snapshot.step - first_step, timestep_fs, elapsed))
     if failure is not None:
         before, target, problem = failure
         saved = ", ".join(f"{kind} {path}" for kind, path in files.items() if kind != "topology")
