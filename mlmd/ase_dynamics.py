@@ -8,15 +8,14 @@ ASE observers, loggers and trajectory writers work unchanged. ``FixAtoms``
 constraints are honoured; other constraints are refused with a clear error.
 """
 
-import numpy as np
 import torch
 from ase import units
-from ase.constraints import FixAtoms
 from ase.md.md import MolecularDynamics
 
 from integrators import INTEGRATORS
 from integrators.state import init_state
 
+from .checks import fixed_atoms_mask
 from .constants import AMU_A2_PER_FS2_EV, KB_EV_PER_K
 from .errors import MLMDError
 
@@ -35,13 +34,7 @@ class IntegratorDynamics(MolecularDynamics):
         self.temperature_K = 0.0 if temperature_K is None else float(temperature_K)
         self.friction = 0.0 if friction is None else float(friction)
         self.seed = int(seed)
-        self.fixed = np.zeros(len(atoms), dtype=bool)
-        for constraint in atoms.constraints:
-            if not isinstance(constraint, FixAtoms):
-                raise MLMDError(
-                    f"{type(self).__name__} supports FixAtoms constraints only, not {type(constraint).__name__}"
-                )
-            self.fixed[constraint.index] = True
+        self.fixed = fixed_atoms_mask(atoms, type(self).__name__)
         self.steps_taken = 0
 
     def _energy_forces(self, positions, atomic_numbers, cell, pbc, batch):

@@ -4,7 +4,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .errors import StructureError
+from .errors import MLMDError, StructureError
 
 
 def check_atoms(atoms, source: str = "structure", species: Optional[Sequence[int]] = None,
@@ -57,3 +57,16 @@ def check_atoms(atoms, source: str = "structure", species: Optional[Sequence[int
                 f"{source}: atoms {int(i[k])} and {int(j[k])} are {d[k]:.3f} Å apart, closer than "
                 f"{min_distance} Å; the structure is unphysical or in the wrong units (mlmd uses Å)"
             )
+
+
+def fixed_atoms_mask(atoms, source: str) -> np.ndarray:
+    """Boolean ``[N]`` mask of the atoms held by ``FixAtoms``; any other constraint is refused."""
+    from ase.constraints import FixAtoms
+
+    fixed = np.zeros(len(atoms), dtype=bool)
+    for constraint in atoms.constraints:
+        if not isinstance(constraint, FixAtoms):
+            raise MLMDError(f"{source} supports FixAtoms constraints only, not {type(constraint).__name__}; "
+                            "remove the other constraints from the structure")
+        fixed[constraint.index] = True
+    return fixed

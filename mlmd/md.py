@@ -58,6 +58,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from .checks import fixed_atoms_mask
 from .cli import Command
 from .constants import (
     AMU_A2_PER_FS2_EV,
@@ -162,18 +163,6 @@ class CalculatorPotential:
                 "forces": torch.from_numpy(forces.reshape(-1, 3)).to(positions.device)}
 
 
-def _fixed_atoms(atoms) -> np.ndarray:
-    from ase.constraints import FixAtoms
-
-    fixed = np.zeros(len(atoms), dtype=bool)
-    for constraint in atoms.constraints:
-        if not isinstance(constraint, FixAtoms):
-            raise MLMDError(f"mlmd md supports FixAtoms constraints only, not {type(constraint).__name__}; "
-                            "remove the other constraints from the structure")
-        fixed[constraint.index] = True
-    return fixed
-
-
 def _starting_velocities(atoms, fixed: np.ndarray, temperature_K: float, seeds: Sequence[int]) -> np.ndarray:
     """[replicas * atoms, 3] Å/fs: the structure's velocities if it has any, else seeded Maxwell-Boltzmann."""
     import torch
@@ -217,7 +206,7 @@ class _TorchEngine:
         self.energy_forces = energy_forces
         self.timestep_fs = timestep_fs
         n = len(atoms)
-        fixed = _fixed_atoms(atoms)
+        fixed = fixed_atoms_mask(atoms, "mlmd md")
         seeds = [seed + k for k in range(replicas)]
         as_tensor = lambda array, dtype=torch.float64: torch.as_tensor(np.array(array), dtype=dtype, device=device)
         if restart is None:
@@ -298,7 +287,7 @@ class _OpenMMEngine:
 
         self.masses_amu = atoms.get_masses()
         self._loaded_epot_eV: Optional[np.ndarray] = None
-        fixed = _fixed_atoms(atoms)
+        fixed = fixed_atoms_mask(atoms, "mlmd md")
         self.free_atoms = int(np.count_nonzero(~fixed))
         topology, positions_nm = topology_from_atoms(atoms)
         system = create_system(topology, model)
