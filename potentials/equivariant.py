@@ -54,6 +54,16 @@ def natural_irreps(channels: int, lmax: int) -> o3.Irreps:
     return o3.Irreps([(channels, (l, (-1) ** l)) for l in range(lmax + 1)])
 
 
+def polynomial_envelope(d: Tensor, p: float) -> Tensor:
+    """``1 - (p+1)(p+2)/2 d^p + p(p+2) d^(p+1) - p(p+1)/2 d^(p+2)`` for ``d < 1``, else 0.
+
+    ``d = r / r_c``; the envelope and its first ``p - 1`` derivatives vanish at ``d = 1``.
+    """
+    value = (1.0 - (p + 1.0) * (p + 2.0) / 2.0 * d.pow(p) + p * (p + 2.0) * d.pow(p + 1.0)
+             - p * (p + 1.0) / 2.0 * d.pow(p + 2.0))
+    return value * (d < 1.0).to(d.dtype)
+
+
 class BesselBasis(torch.nn.Module):
     """``R_n(r) = sqrt(2/r_c) sin(w_n r / r_c) / r`` times the polynomial envelope; ``w_n`` starts at ``n pi``."""
 
@@ -64,16 +74,10 @@ class BesselBasis(torch.nn.Module):
         self.prefactor = math.sqrt(2.0 / cutoff)
         self.frequencies = torch.nn.Parameter(math.pi * torch.arange(1, num_basis + 1, dtype=torch.get_default_dtype()))
 
-    def envelope(self, d: Tensor) -> Tensor:
-        p = self.power
-        value = (1.0 - (p + 1.0) * (p + 2.0) / 2.0 * d.pow(p) + p * (p + 2.0) * d.pow(p + 1.0)
-                 - p * (p + 1.0) / 2.0 * d.pow(p + 2.0))
-        return value * (d < 1.0).to(d.dtype)
-
     def forward(self, r: Tensor) -> Tensor:
         d = (r / self.cutoff).unsqueeze(-1)
         basis = self.prefactor * torch.sin(self.frequencies * d) / r.unsqueeze(-1)
-        return basis * self.envelope(d)
+        return basis * polynomial_envelope(d, self.power)
 
 
 class GatedActivation(torch.nn.Module):

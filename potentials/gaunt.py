@@ -62,8 +62,12 @@ from e3nn import o3
 
 def grid_resolution(lmax1: int, lmax2: int, lmax_out: int) -> Tuple[int, int]:
     """(res_beta, res_alpha) of the coarsest e3nn grid on which the product is exact."""
-    degree = lmax1 + lmax2 + lmax_out
-    res_beta = max(degree + 1 + (degree + 1) % 2, 2 * (max(lmax1, lmax2, lmax_out) + 1))
+    return exact_resolution(lmax1 + lmax2 + lmax_out, max(lmax1, lmax2, lmax_out))
+
+
+def exact_resolution(degree: int, lmax: int) -> Tuple[int, int]:
+    """(res_beta, res_alpha) of the coarsest e3nn grid that integrates degree ``degree`` exactly and holds ``lmax``."""
+    res_beta = max(degree + 1 + (degree + 1) % 2, 2 * (lmax + 1))
     res_alpha = degree + 1 + degree % 2
     return res_beta, res_alpha
 
@@ -79,27 +83,42 @@ def even_paths(lmax1: int, lmax2: int, lmax_out: int) -> List[Tuple[int, int, in
     ]
 
 
-def _grid_matrices(lmax1: int, lmax2: int, lmax_out: int, res: Tuple[int, int]):
-    """Dense matrices of e3nn's ToS2Grid (for lmax1, lmax2) and FromS2Grid (to lmax_out), float64.
+def _float64_grid(build):
+    """Run ``build`` with float64 as torch's default dtype.
 
-    e3nn builds its quadrature weights in the default dtype, so they are built
-    here under float64 to keep the product exact to ~1e-15 rather than ~1e-7.
+    e3nn builds its quadrature weights in the default dtype, so the matrices
+    are built under float64 to keep the product exact to ~1e-15 rather than ~1e-7.
     """
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
-        mats = []
-        for lmax in (lmax1, lmax2):
-            to_grid = o3.ToS2Grid(lmax, res, normalization="integral", dtype=torch.float64)
-            eye = torch.eye((lmax + 1) ** 2, dtype=torch.float64)
-            mats.append(to_grid(eye).reshape((lmax + 1) ** 2, -1))  # [i, beta*alpha]
-        from_grid = o3.FromS2Grid(res, lmax_out, normalization="integral", dtype=torch.float64)
-        n_grid = res[0] * res[1]
-        deltas = torch.eye(n_grid, dtype=torch.float64).reshape(n_grid, res[0], res[1])
-        mats.append(from_grid(deltas))  # [beta*alpha, out]
+        return build()
     finally:
         torch.set_default_dtype(previous)
-    return mats
+
+
+def to_grid_matrix(lmax: int, res: Tuple[int, int]) -> torch.Tensor:
+    """Dense float64 matrix of e3nn's ``ToS2Grid(lmax, res, normalization="integral")``: ``[(lmax+1)^2, n_grid]``.
+
+    ``x @ M`` are the values ``f(r_g) = sum_lm x_lm Y_lm(r_g)`` at the ``n_grid =
+    res_beta * res_alpha`` grid points (beta-major).
+    """
+    def build():
+        to_grid = o3.ToS2Grid(lmax, res, normalization="integral", dtype=torch.float64)
+        return to_grid(torch.eye((lmax + 1) ** 2, dtype=torch.float64)).reshape((lmax + 1) ** 2, -1)
+    return _float64_grid(build)
+
+
+def from_grid_matrix(lmax: int, res: Tuple[int, int]) -> torch.Tensor:
+    """Dense float64 matrix of e3nn's ``FromS2Grid(res, lmax, normalization="integral")``: ``[n_grid, (lmax+1)^2]``.
+
+    ``f @ M`` is the quadrature of ``int f Y_lm dOmega`` from grid values.
+    """
+    def build():
+        from_grid = o3.FromS2Grid(res, lmax, normalization="integral", dtype=torch.float64)
+        n_grid = res[0] * res[1]
+        return from_grid(torch.eye(n_grid, dtype=torch.float64).reshape(n_grid, res[0], res[1]))
+    return _float64_grid(build)
 
 
 class GauntTensorProduct(torch.nn.Module):
@@ -134,10 +153,9 @@ class GauntTensorProduct(torch.nn.Module):
         self.irreps_in1 = o3.Irreps.spherical_harmonics(lmax1)
         self.irreps_in2 = o3.Irreps.spherical_harmonics(lmax2)
         self.irreps_out = o3.Irreps.spherical_harmonics(lmax_out)
-        to_grid1, to_grid2, from_grid = _grid_matrices(lmax1, lmax2, lmax_out, self.res)
-        self.register_buffer("to_grid1", to_grid1.to(dtype))
-        self.register_buffer("to_grid2", to_grid2.to(dtype))
-        self.register_buffer("from_grid", from_grid.to(dtype))
+        self.register_buffer("to_grid1", to_grid_matrix(lmax1, self.res).to(dtype))
+        self.register_buffer("to_grid2", to_grid_matrix(lmax2, self.res).to(dtype))
+        self.register_buffer("from_grid", from_grid_matrix(lmax_out, self.res).to(dtype))
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         f1 = torch.matmul(x1, self.to_grid1)  # values on the grid [..., C, n_grid]
@@ -147,3 +165,51 @@ class GauntTensorProduct(torch.nn.Module):
     def extra_repr(self) -> str:
         return (f"lmax1={self.lmax1}, lmax2={self.lmax2}, lmax_out={self.lmax_out}, "
                 f"res_beta x res_alpha={self.res[0]}x{self.res[1]}")
+
+
+def lebedev_26() -> Tuple[torch.Tensor, torch.Tensor]:
+    """Lebedev's 26-point rule on the unit sphere, exact for polynomials of degree <= 7.
+
+    Points (float64 ``[26, 3]``): the 6 octahedron vertices (weight 1/21), the
+    12 edge midpoints ``(+-1, +-1, 0)/sqrt 2`` (4/105) and the 8 cube vertices
+    ``(+-1, +-1, +-1)/sqrt 3`` (9/280); weights ``[26]`` sum to ``4 pi``.
+    """
+    points, weights = [], []
+    for axis in range(3):
+        for sign in (1.0, -1.0):
+            p = [0.0, 0.0, 0.0]
+            p[axis] = sign
+            points.append(p)
+            weights.append(1.0 / 21.0)
+    for zero in range(3):
+        for s1 in (1.0, -1.0):
+            for s2 in (1.0, -1.0):
+                p = [s1, s2]
+                p.insert(zero, 0.0)
+                points.append([c / 2.0 ** 0.5 for c in p])
+                weights.append(4.0 / 105.0)
+    for s1 in (1.0, -1.0):
+        for s2 in (1.0, -1.0):
+            for s3 in (1.0, -1.0):
+                points.append([s / 3.0 ** 0.5 for s in (s1, s2, s3)])
+                weights.append(9.0 / 280.0)
+    weights_t = torch.tensor(weights, dtype=torch.float64)
+    return torch.tensor(points, dtype=torch.float64), 4.0 * torch.pi * weights_t
+
+
+def quadrature_grid_matrices(lmax: int, degree: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(T [(lmax+1)^2, G], P [G, (lmax+1)^2])`` in float64, "integral" harmonics, exact to ``degree``.
+
+    ``x @ T`` evaluates ``sum_lm x_lm Y_lm`` at the grid points and ``f @ P`` is
+    the quadrature of ``int f Y_lm dOmega``; the quadrature is exact for
+    integrands of polynomial degree ``<= degree``. Uses Lebedev's 26 points
+    when ``degree <= 7`` (a Gaunt product of degrees up to 2 needs degree 6),
+    else e3nn's grid by :func:`grid_resolution` (56 points already for degree 6).
+    """
+    if degree <= 7:
+        points, weights = lebedev_26()
+        values = o3.spherical_harmonics(o3.Irreps.spherical_harmonics(lmax), points, normalize=True,
+                                        normalization="integral")  # [G, K]
+        return values.T.contiguous(), weights[:, None] * values
+    res = exact_resolution(degree, lmax)
+    return to_grid_matrix(lmax, res), from_grid_matrix(lmax, res)

@@ -222,6 +222,9 @@ class ModelConformance:
     # Test name -> reason, for a known model bug: the test is marked xfail(strict=True), so it
     # is reported, and fails loudly (XPASS) once the bug is fixed and the entry should go.
     known_failures: Dict[str, str] = {}
+    # Tolerance of the rotation/reflection test, for a family that is equivariant only up to a stated,
+    # documented bound (a sphere-grid nonlinearity); every other comparison keeps RTOL.
+    rotation_rtol: Dict[torch.dtype, float] = RTOL
 
     def make_model(self) -> torch.nn.Module:
         """A fresh model of the family in torch's default dtype; override in the subclass."""
@@ -303,7 +306,7 @@ class ModelConformance:
         expected = dict(before, forces=before["forces"] @ rotation.T)
         if periodic:
             expected["stress"] = rotation @ before["stress"] @ rotation.T
-        assert_outputs_close(after, expected, RTOL[dtype], "rotated" if proper else "reflected")
+        assert_outputs_close(after, expected, self.rotation_rtol[dtype], "rotated" if proper else "reflected")
 
     @pytest.mark.parametrize("name", ["molecule", "cluster", "copper"])
     def test_translation(self, model, dtype, name):

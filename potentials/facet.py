@@ -1,0 +1,380 @@
+r"""Facet-style E(3)-equivariant potential (Facet, 2025), family ``facet``.
+
+Node features are ``C`` channels of spherical-harmonic coefficients up to ``L``,
+``h_i [C, (L+1)^2]`` in the ``0e + 1o + 2e + ...`` layout of
+:mod:`potentials.gaunt` (natural parity: ``l`` has parity ``(-1)^l``). A layer is
+
+    m_i  = 1/sqrt(<n>) sum_j  TP( U h_j , R(r_ij) * Y(u_ij) )        message
+    h_i' = h_i + Mix( W_m m_i + W_s h_i )                            residual update
+    E_i  = E_ref[z_i] + shift + scale * sum_layers readout_t(h_i^(t)_{l=0})
+
+Radial weights are cubic B-splines of the distance on uniform knots (shared by
+all element pairs), times the polynomial envelope of
+:func:`potentials.equivariant.polynomial_envelope`:
+
+    R_{c,q}(r) = f_env(r / r_c) sum_p w_{c,q,p} B_p(r),     B_p on [0, r_c], n_intervals + 3 of them
+
+so a weight is a table lookup and a 4-term sum, not an MLP, and every message
+vanishes smoothly at the cutoff. ``U, W_m, W_s`` mix channels within each ``l``.
+``TP`` is chosen per block (registry :data:`MESSAGES`):
+
+- ``"gaunt"``: the Gaunt product through a sphere grid. With ``T`` the grid
+  evaluation and ``P`` the grid projection (:mod:`potentials.gaunt`), both
+  exact on a grid fine enough for degree ``3L``,
+
+      m_i = P( sum_j T(U h_j) * sum_l R_{c,l}(r_ij) T_l(Y_l(u_ij)) )
+
+  Projection is linear, so neighbours are summed on the grid and projected
+  once per atom. It has the parity-even paths only (``l1 + l2 + l3`` even),
+  which on natural-parity features are all the paths that reach natural-parity
+  outputs; it can not form odd paths such as the cross product ``1o x 1o ->
+  1e`` (see ``tests/test_gaunt.py``). Its path weights factor into a radial
+  weight per (channel, ``l`` of ``Y``) and a channel mix per ``l`` of ``h``.
+- ``"cg"``: e3nn's Clebsch-Gordan product, one spline radial weight per
+  channel and path ("uvu"), as in the ``equivariant`` family.
+
+``Mix`` is the spherical-grid mixing layer :class:`SphereGridMixing`: evaluate
+the features on a sphere grid, apply one small MLP over the channels at every
+grid point, project back and add a scalar path. A pointwise nonlinearity is
+not band-limited, so this is equivariant only up to the grid's aliasing: for
+the default grid the relative change of its output under rotation is bounded
+by :data:`MIXING_EQUIVARIANCE_BOUND` (measured and tested in
+``tests/test_facet.py``). Everything else is exact. Forces and stress come
+from autograd in :class:`~potentials.base.Potential`.
+"""
+
+import math
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from e3nn import o3
+from torch import Tensor
+
+from . import register_family
+from .base import Potential
+from .equivariant import eager_e3nn, natural_irreps, polynomial_envelope
+from .gaunt import from_grid_matrix, grid_resolution, quadrature_grid_matrices, to_grid_matrix
+from .spline import dense_basis
+
+# Relative equivariance error of SphereGridMixing on its default grid (max |Mix(Dx) - D Mix(x)| over
+# max |Mix(x)| for features of unit size): measured <= 3e-3 on (12, 11) for L = 2; the tests hold it to this.
+MIXING_EQUIVARIANCE_BOUND = 1e-2
+
+
+def mixing_resolution(lmax: int) -> Tuple[int, int]:
+    """Default mixing grid ``(res_beta, res_alpha) = (8 L, 8 L - 1)``: four times the exact rule for degree ``L``.
+
+    A pointwise MLP of a degree-``L`` signal is not band-limited; this grid
+    keeps its aliasing under :data:`MIXING_EQUIVARIANCE_BOUND`.
+    """
+    return max(8 * lmax, 2), max(8 * lmax - 1, 1)
+
+
+def component_grids(lmax: int, degree: int) -> Tuple[Tensor, Tensor]:
+    """``(T [(L+1)^2, G], P [G, (L+1)^2])``: values at the points of a grid exact to ``degree`` and projection back.
+
+    ``T P = 1``. Scaled for e3nn's "component" coefficients, so a feature with
+    ``l = 0`` coefficient ``a`` has value ``a`` everywhere.
+    """
+    to_grid, from_grid = quadrature_grid_matrices(lmax, degree)
+    scale = math.sqrt(4.0 * math.pi)
+    return scale * to_grid, from_grid / scale
+
+
+def degree_of_component(lmax: int) -> Tensor:
+    """``l`` of each of the ``(L+1)^2`` components."""
+    return torch.cat([torch.full((2 * l + 1,), l, dtype=torch.int64) for l in range(lmax + 1)])
+
+
+class ChannelLinear(torch.nn.Module):
+    """``y[c', lm] = sum_c W_l[c', c] x[c, lm] / sqrt(C_in)``: equivariant channel mixing, one matrix per ``l``."""
+
+    def __init__(self, channels_in: int, channels_out: int, lmax: int):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(lmax + 1, channels_out, channels_in))
+        self.norm = 1.0 / math.sqrt(channels_in)
+        self.register_buffer("degree", degree_of_component(lmax), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.einsum("nck,kdc->ndk", x, self.weight[self.degree]) * self.norm
+
+
+def to_irreps_layout(x: Tensor, lmax: int) -> Tensor:
+    """``[N, C, (L+1)^2]`` -> e3nn's ``C x 0e + C x 1o + ...`` layout ``[N, C (L+1)^2]``."""
+    parts: List[Tensor] = []
+    for l in range(lmax + 1):
+        parts.append(x[:, :, l * l:(l + 1) * (l + 1)].reshape(x.shape[0], -1))
+    return torch.cat(parts, dim=1)
+
+
+def to_channel_layout(x: Tensor, channels: int, lmax: int) -> Tensor:
+    """Inverse of :func:`to_irreps_layout`."""
+    parts: List[Tensor] = []
+    start = 0
+    for l in range(lmax + 1):
+        size = channels * (2 * l + 1)
+        parts.append(x[:, start:start + size].reshape(x.shape[0], channels, 2 * l + 1))
+        start += size
+    return torch.cat(parts, dim=2)
+
+
+class SplineRadialBasis(torch.nn.Module):
+    """``f_env(r/r_c) B_p(r)`` for the ``n_intervals + 3`` uniform cubic B-splines on ``[0, r_c]`` (Å)."""
+
+    def __init__(self, cutoff: float, n_intervals: int, envelope_power: int):
+        super().__init__()
+        self.cutoff = float(cutoff)
+        self.n_intervals = int(n_intervals)
+        self.spacing = self.cutoff / self.n_intervals
+        self.power = float(envelope_power)
+        self.num_basis = self.n_intervals + 3
+
+    def forward(self, r: Tensor) -> Tensor:
+        basis = dense_basis(r, 0.0, self.spacing, self.n_intervals)
+        return basis * polynomial_envelope((r / self.cutoff).unsqueeze(-1), self.power)
+
+
+class GauntMessage(torch.nn.Module):
+    """Messages by the Gaunt product of ``U h_j`` (degrees to ``lmax_in``) and ``R(r) Y(u)`` (to ``lmax``).
+
+    Full blocks multiply on a grid exact for degree ``lmax_in + lmax + lmax_out``
+    and sum neighbours on the grid (see the module docstring). Two cases need no
+    grid and are computed in coefficient space with the same result: a scalar
+    input (``lmax_in = 0``: ``m = x_0 R Y``, the first block) and a scalar output
+    (``lmax_out = 0``: ``m_0 = sum_lm x_lm R_l Y_lm``, the last block).
+    """
+
+    def __init__(self, channels: int, lmax_in: int, lmax_out: int, lmax: int, num_basis: int,
+                 avg_num_neighbors: float):
+        super().__init__()
+        self.channels = channels
+        self.lmax = lmax
+        self.num_out = (lmax_out + 1) ** 2
+        self.scalar_input = lmax_in == 0
+        self.scalar_output = lmax_out == 0 and not self.scalar_input
+        lmax_grid = max(lmax_in, lmax, lmax_out)
+        to_grid, from_grid = component_grids(lmax_grid, lmax_in + lmax + lmax_out)
+        self.register_buffer("to_grid_in", to_grid[:(lmax_in + 1) ** 2].to(torch.get_default_dtype()))
+        self.register_buffer("to_grid_sh", to_grid[:(lmax + 1) ** 2].to(torch.get_default_dtype()))
+        self.register_buffer("from_grid", from_grid[:, :(lmax_out + 1) ** 2].to(torch.get_default_dtype()))
+        self.register_buffer("degree", degree_of_component(lmax), persistent=False)
+        self.linear_up = ChannelLinear(channels, channels, lmax_in)
+        self.radial = torch.nn.Linear(num_basis, channels * (lmax + 1), bias=False)
+        self.message_norm = 1.0 / math.sqrt(avg_num_neighbors)
+
+    def forward(self, features: Tensor, edge_sh: Tensor, edge_basis: Tensor, centre: Tensor,
+                neighbour: Tensor) -> Tensor:
+        up = self.linear_up(features)
+        weights = self.radial(edge_basis).reshape(-1, self.channels, self.lmax + 1)
+        if self.scalar_input or self.scalar_output:
+            weighted_sh = weights[:, :, self.degree] * edge_sh.unsqueeze(1)  # [E, C, (lmax+1)^2]
+            if self.scalar_input:
+                products = up[neighbour][:, :, :1] * weighted_sh[:, :, :self.num_out]
+            else:
+                products = (up[neighbour] * weighted_sh).sum(dim=2, keepdim=True)
+            summed = torch.zeros((features.shape[0], self.channels, products.shape[2]), dtype=products.dtype,
+                                 device=products.device)
+            return summed.index_add(0, centre, products) * self.message_norm
+        node_grid = torch.matmul(up, self.to_grid_in)  # [N, C, G]
+        sh_grid: List[Tensor] = []
+        for l in range(self.lmax + 1):
+            sh_grid.append(torch.matmul(edge_sh[:, l * l:(l + 1) * (l + 1)], self.to_grid_sh[l * l:(l + 1) * (l + 1)]))
+        edge_grid = torch.einsum("ecl,elg->ecg", weights, torch.stack(sh_grid, dim=1))
+        products = node_grid[neighbour] * edge_grid
+        summed = torch.zeros((features.shape[0], self.channels, products.shape[2]), dtype=products.dtype,
+                             device=products.device)
+        summed = summed.index_add(0, centre, products)
+        return torch.matmul(summed, self.from_grid) * self.message_norm
+
+
+class ClebschGordanMessage(torch.nn.Module):
+    """Messages by e3nn's Clebsch-Gordan product ("uvu", natural-parity outputs), spline radial weights."""
+
+    def __init__(self, channels: int, lmax_in: int, lmax_out: int, lmax: int, num_basis: int,
+                 avg_num_neighbors: float):
+        super().__init__()
+        self.channels = channels
+        self.lmax_in = lmax_in
+        self.lmax_out = lmax_out
+        irreps_in = natural_irreps(channels, lmax_in)
+        irreps_out = natural_irreps(channels, lmax_out)
+        irreps_sh = o3.Irreps.spherical_harmonics(lmax)
+        irreps_mid: List[Tuple[int, Tuple[int, int]]] = []
+        instructions = []
+        for i, (mul, ir_in) in enumerate(irreps_in):
+            for j, (_, ir_sh) in enumerate(irreps_sh):
+                for ir_out in ir_in * ir_sh:
+                    if ir_out in irreps_out:
+                        instructions.append((i, j, len(irreps_mid), "uvu", True))
+                        irreps_mid.append((mul, ir_out))
+        irreps_mid = o3.Irreps(irreps_mid)
+        self.linear_up = ChannelLinear(channels, channels, lmax_in)
+        self.tensor_product = o3.TensorProduct(irreps_in, irreps_sh, irreps_mid, instructions,
+                                               shared_weights=False, internal_weights=False)
+        self.radial = torch.nn.Linear(num_basis, self.tensor_product.weight_numel, bias=False)
+        self.linear_down = o3.Linear(irreps_mid, irreps_out)
+        self.message_norm = 1.0 / math.sqrt(avg_num_neighbors)
+
+    def forward(self, features: Tensor, edge_sh: Tensor, edge_basis: Tensor, centre: Tensor,
+                neighbour: Tensor) -> Tensor:
+        up = to_irreps_layout(self.linear_up(features), self.lmax_in)
+        messages = self.tensor_product(up[neighbour], edge_sh, self.radial(edge_basis))
+        summed = torch.zeros((features.shape[0], messages.shape[1]), dtype=messages.dtype, device=messages.device)
+        summed = summed.index_add(0, centre, messages) * self.message_norm
+        return to_channel_layout(self.linear_down(summed), self.channels, self.lmax_out)
+
+
+# Tensor-product kinds selectable per block; a new kind registers here with the same constructor and forward.
+MESSAGES = {"gaunt": GauntMessage, "cg": ClebschGordanMessage}
+
+
+class SphereGridMixing(torch.nn.Module):
+    r"""``Mix(x) = P( MLP( T x ) ) + W silu(x_{l=0})``: a pointwise MLP over channels on a sphere grid.
+
+    ``T x`` evaluates each channel's signal ``f_c(r) = sum_lm x_{c,lm} Y_lm(r)`` at
+    the grid points; the MLP (``C -> hidden -> C``, SiLU) acts on the channel
+    vector at each point; ``P`` projects back to degree ``L``; the scalar path
+    ``W silu(x_0)`` adds a plain invariant update. Rotating ``x`` rotates ``f``
+    on the sphere, so the result is equivariant up to the grid's aliasing of
+    the non-band-limited ``MLP(f)`` (see :data:`MIXING_EQUIVARIANCE_BOUND`).
+    For ``L = 0`` the signal is a constant and this is an ordinary MLP, exactly.
+    """
+
+    def __init__(self, channels: int, lmax: int, hidden: int, res: Optional[Tuple[int, int]] = None):
+        super().__init__()
+        self.res = mixing_resolution(lmax) if res is None else (int(res[0]), int(res[1]))
+        scale = math.sqrt(4.0 * math.pi)
+        to_grid, from_grid = scale * to_grid_matrix(lmax, self.res), from_grid_matrix(lmax, self.res) / scale
+        self.register_buffer("to_grid", to_grid.to(torch.get_default_dtype()))
+        self.register_buffer("from_grid", from_grid.to(torch.get_default_dtype()))
+        self.mlp = torch.nn.Sequential(torch.nn.Linear(channels, hidden), torch.nn.SiLU(),
+                                       torch.nn.Linear(hidden, channels))
+        self.scalar = torch.nn.Linear(channels, channels, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        values = torch.matmul(x, self.to_grid).transpose(1, 2)  # [N, G, C]
+        mixed = torch.matmul(self.mlp(values).transpose(1, 2), self.from_grid)  # [N, C, K]
+        scalar = self.scalar(torch.nn.functional.silu(x[:, :, 0]))
+        return torch.cat([mixed[:, :, :1] + scalar.unsqueeze(-1), mixed[:, :, 1:]], dim=2)
+
+
+class FacetBlock(torch.nn.Module):
+    """``h' = h_{l <= lmax_out} + Mix(W_m m + W_s h)`` with the message ``m`` of the chosen tensor-product kind."""
+
+    def __init__(self, kind: str, channels: int, lmax_in: int, lmax_out: int, lmax: int, num_basis: int,
+                 avg_num_neighbors: float, mixing_hidden: int, mixing_res: Optional[Tuple[int, int]]):
+        super().__init__()
+        self.num_out = (lmax_out + 1) ** 2
+        self.message = MESSAGES[kind](channels, lmax_in, lmax_out, lmax, num_basis, avg_num_neighbors)
+        self.linear_message = ChannelLinear(channels, channels, lmax_out)
+        self.linear_self = ChannelLinear(channels, channels, min(lmax_in, lmax_out))
+        self.mixing = SphereGridMixing(channels, lmax_out, mixing_hidden, mixing_res if lmax_out > 0 else None)
+
+    def forward(self, features: Tensor, edge_sh: Tensor, edge_basis: Tensor, centre: Tensor,
+                neighbour: Tensor) -> Tensor:
+        message = self.linear_message(self.message(features, edge_sh, edge_basis, centre, neighbour))
+        own = self.linear_self(features[:, :, :self.num_out])
+        if own.shape[2] < self.num_out:  # scalar input: the self path feeds l = 0 only
+            own = torch.cat([own, own.new_zeros(own.shape[0], own.shape[1], self.num_out - own.shape[2])], dim=2)
+        update = self.mixing(message + own)
+        residual = features[:, :, :self.num_out]
+        if residual.shape[2] < self.num_out:
+            return torch.cat([residual + update[:, :, :residual.shape[2]], update[:, :, residual.shape[2]:]], dim=2)
+        return residual + update
+
+
+@register_family("facet")
+class FacetPotential(Potential):
+    """Facet-style potential; hyperparameters as in :meth:`config`.
+
+    ``tensor_product`` is ``"gaunt"``, ``"cg"`` or one of them per layer;
+    ``spline_intervals`` sets the radial B-spline knots (``spline_intervals +
+    3`` functions on ``[0, cutoff]``); ``mixing_hidden`` the width of the grid
+    MLP and ``mixing_resolution`` its grid ``(res_beta, res_alpha)`` (default
+    :func:`mixing_resolution`). ``atomic_energies_ref`` (eV), ``scale`` (eV)
+    and ``shift`` (eV/atom) come from the training data as in ``equivariant``.
+    """
+
+    def __init__(
+        self,
+        species: Sequence[int],
+        cutoff: float = 5.0,
+        channels: int = 32,
+        lmax: int = 2,
+        num_layers: int = 2,
+        tensor_product: Union[str, Sequence[str]] = "gaunt",
+        spline_intervals: int = 8,
+        mixing_hidden: int = 32,
+        mixing_resolution: Optional[Sequence[int]] = None,
+        readout_hidden: int = 16,
+        envelope_power: int = 6,
+        avg_num_neighbors: float = 10.0,
+        atomic_energies_ref: Optional[Sequence[float]] = None,
+        scale: float = 1.0,
+        shift: float = 0.0,
+    ):
+        super().__init__(list(species), cutoff)
+        if channels < 1 or lmax < 0 or num_layers < 1 or spline_intervals < 1 or mixing_hidden < 1:
+            raise ValueError("channels, num_layers, spline_intervals and mixing_hidden must be positive "
+                             "and lmax non-negative")
+        kinds = [tensor_product] * num_layers if isinstance(tensor_product, str) else list(tensor_product)
+        if len(kinds) != num_layers:
+            raise ValueError(f"tensor_product lists {len(kinds)} kinds for {num_layers} layers")
+        unknown = [k for k in kinds if k not in MESSAGES]
+        if unknown:
+            raise ValueError(f"tensor_product {unknown[0]!r} is not one of {sorted(MESSAGES)}")
+        if atomic_energies_ref is None:
+            atomic_energies_ref = [0.0] * len(self.species)
+        if len(atomic_energies_ref) != len(self.species):
+            raise ValueError(f"atomic_energies_ref has {len(atomic_energies_ref)} values for "
+                             f"{len(self.species)} species")
+        res = None if mixing_resolution is None else (int(mixing_resolution[0]), int(mixing_resolution[1]))
+        self._config: Dict[str, Any] = dict(
+            species=list(self.species), cutoff=float(cutoff), channels=int(channels), lmax=int(lmax),
+            num_layers=int(num_layers), tensor_product=kinds, spline_intervals=int(spline_intervals),
+            mixing_hidden=int(mixing_hidden), mixing_resolution=None if res is None else list(res),
+            readout_hidden=int(readout_hidden), envelope_power=int(envelope_power),
+            avg_num_neighbors=float(avg_num_neighbors), atomic_energies_ref=[float(e) for e in atomic_energies_ref],
+            scale=float(scale), shift=float(shift),
+        )
+        self.channels = channels
+        self.lmax = lmax
+        with eager_e3nn():
+            self.radial_basis = SplineRadialBasis(cutoff, spline_intervals, envelope_power)
+            self.spherical_harmonics = o3.SphericalHarmonics(o3.Irreps.spherical_harmonics(lmax), normalize=True,
+                                                             normalization="norm")
+            self.embedding = torch.nn.Embedding(len(self.species), channels)
+            # The first block sees scalars only; the last needs only the scalars its readout uses.
+            degrees = [0] + [lmax] * (num_layers - 1) + [0]
+            self.blocks = torch.nn.ModuleList([
+                FacetBlock(kind, channels, degrees[t], degrees[t + 1], lmax, self.radial_basis.num_basis,
+                           avg_num_neighbors, mixing_hidden, res)
+                for t, kind in enumerate(kinds)])
+        readouts: List[torch.nn.Module] = [torch.nn.Linear(channels, 1, bias=False) for _ in range(num_layers - 1)]
+        readouts.append(torch.nn.Sequential(torch.nn.Linear(channels, readout_hidden), torch.nn.SiLU(),
+                                            torch.nn.Linear(readout_hidden, 1)))
+        self.readouts = torch.nn.ModuleList(readouts)
+        self.register_buffer("atomic_energies_ref", torch.tensor(atomic_energies_ref, dtype=torch.get_default_dtype()))
+        self.scale = float(scale)
+        self.shift = float(shift)
+
+    def config(self) -> Dict[str, Any]:
+        """Constructor arguments that rebuild this model (stored in checkpoints and model files)."""
+        return dict(self._config)
+
+    @classmethod
+    def from_config(cls, config: Dict[str, Any]) -> "FacetPotential":
+        return cls(**config)
+
+    def atomic_energies(self, positions: Tensor, species: Tensor, edge_index: Tensor, edge_vectors: Tensor,
+                        batch: Tensor) -> Tensor:
+        centre = edge_index[0]
+        neighbour = edge_index[1]
+        edge_sh = self.spherical_harmonics(edge_vectors)
+        edge_basis = self.radial_basis(torch.linalg.vector_norm(edge_vectors, dim=1))
+        features = self.embedding(species).unsqueeze(-1)
+        energies = torch.zeros(species.shape[0], dtype=positions.dtype, device=positions.device)
+        for block, readout in zip(self.blocks, self.readouts):
+            features = block(features, edge_sh, edge_basis, centre, neighbour)
+            energies = energies + readout(features[:, :, 0]).squeeze(-1)
+        return self.atomic_energies_ref[species] + self.shift + self.scale * energies

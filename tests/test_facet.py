@@ -1,0 +1,116 @@
+"""The ``facet`` family: conformance (per tensor-product kind) and the sphere-grid mixing layer's bound."""
+
+import pytest
+import torch
+from e3nn import o3
+
+from conformance import RTOL, ModelConformance
+from potentials import FAMILIES
+from potentials.facet import (MIXING_EQUIVARIANCE_BOUND, GauntMessage, SphereGridMixing, mixing_resolution,
+                              to_channel_layout, to_irreps_layout)
+from potentials.gaunt import quadrature_grid_matrices, GauntTensorProduct
+
+# Whole-model rotation tolerance: the mixing layer's bound carried through two layers and the readout,
+# measured <= 3e-4 of max |E|, |F| on these systems (untrained weights, 8 channels).
+FACET_ROTATION_RTOL = {torch.float32: RTOL[torch.float32], torch.float64: 1e-6}
+
+
+class TestFacetGauntConformance(ModelConformance):
+    species = [1, 6, 8, 29]
+    rotation_rtol = FACET_ROTATION_RTOL
+
+    def make_model(self):
+        return FAMILIES["facet"](self.species, cutoff=5.0, channels=8, lmax=2, num_layers=3, tensor_product="gaunt")
+
+
+class TestFacetClebschGordanConformance(ModelConformance):
+    species = [1, 6, 8, 29]
+    rotation_rtol = FACET_ROTATION_RTOL
+
+    def make_model(self):
+        return FAMILIES["facet"](self.species, cutoff=5.0, channels=8, lmax=2, num_layers=3,
+                                 tensor_product=["gaunt", "cg", "cg"])
+
+
+@pytest.mark.parametrize("lmax", [1, 2, 3])
+def test_mixing_layer_stays_within_its_equivariance_bound(lmax):
+    """``|Mix(D x) - D Mix(x)| <= bound * max|Mix(x)|`` for unit-variance features and random rotations."""
+    irreps = o3.Irreps.spherical_harmonics(lmax)
+    worst = 0.0
+    for seed in range(4):
+        torch.manual_seed(seed)
+        mix = SphereGridMixing(16, lmax, 16).double()
+        x = torch.randn(100, 16, (lmax + 1) ** 2, dtype=torch.float64)
+        rotation = irreps.D_from_matrix(o3.rand_matrix(dtype=torch.float64))
+        expected = mix(x) @ rotation.T
+        worst = max(worst, float((mix(x @ rotation.T) - expected).abs().max() / expected.abs().max()))
+    assert worst < MIXING_EQUIVARIANCE_BOUND
+    # The bound is not vacuous: a coarse grid (the exact rule for degree 2 L only) breaks it.
+    torch.manual_seed(0)
+    coarse = SphereGridMixing(16, lmax, 16, res=(2 * lmax + 2, 2 * lmax + 1)).double()
+    expected = coarse(x) @ rotation.T
+    assert float((coarse(x @ rotation.T) - expected).abs().max() / expected.abs().max()) > MIXING_EQUIVARIANCE_BOUND
+
+
+def test_mixing_of_scalars_is_an_exact_mlp():
+    """For L = 0 the grid signal is constant: ``Mix(x) = MLP(x_0) + W silu(x_0)`` to round-off."""
+    torch.manual_seed(1)
+    mix = SphereGridMixing(8, 0, 8).double()
+    x = torch.randn(20, 8, 1, dtype=torch.float64)
+    expected = mix.mlp(x[:, :, 0]) + mix.scalar(torch.nn.functional.silu(x[:, :, 0]))
+    assert torch.allclose(mix(x)[:, :, 0], expected, atol=1e-12)
+    assert mix_resolution_is_default(mix, 0)
+
+
+def mix_resolution_is_default(mix, lmax):
+    return mix.res == mixing_resolution(lmax)
+
+
+@pytest.mark.parametrize("lmax_in, lmax_out", [(0, 2), (2, 2), (2, 0), (1, 1)])
+def test_gaunt_message_equals_the_gaunt_product_of_each_edge(lmax_in, lmax_out):
+    """Summing on the grid and the grid-free first/last blocks equal ``sum_j Gaunt(U h_j, R Y)`` per edge."""
+    torch.manual_seed(2)
+    lmax, channels = 2, 4
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # grid matrices are buffers in the default dtype: keep them exact
+    try:
+        message = GauntMessage(channels, lmax_in, lmax_out, lmax, num_basis=5, avg_num_neighbors=1.0)
+    finally:
+        torch.set_default_dtype(previous)
+    features = torch.randn(3, channels, (lmax_in + 1) ** 2, dtype=torch.float64)
+    edge_sh = torch.randn(4, (lmax + 1) ** 2, dtype=torch.float64)
+    edge_basis = torch.randn(4, 5, dtype=torch.float64)
+    centre, neighbour = torch.tensor([0, 0, 1, 2]), torch.tensor([1, 2, 0, 0])
+    out = message(features, edge_sh, edge_basis, centre, neighbour)
+    # Reference: e3nn-grid Gaunt product (integral normalisation) per edge, rescaled to component
+    # normalisation (x sqrt(4 pi)), summed over neighbours.
+    product = GauntTensorProduct(lmax_in, lmax, lmax_out)
+    up = message.linear_up(features)
+    weights = message.radial(edge_basis).reshape(4, channels, lmax + 1)[:, :, message.degree]
+    per_edge = product(up[neighbour], weights * edge_sh[:, None, :]) * (4 * torch.pi) ** 0.5
+    expected = torch.zeros(3, channels, (lmax_out + 1) ** 2, dtype=torch.float64).index_add(0, centre, per_edge)
+    assert expected.abs().max() > 0.1
+    assert (out - expected).abs().max() < 1e-12 * expected.abs().max()
+
+
+def test_layout_round_trip():
+    x = torch.randn(5, 3, 9)
+    assert torch.equal(to_channel_layout(to_irreps_layout(x, 2), 3, 2), x)
+    # e3nn's layout: all l = 0 channels, then each channel's 3 l = 1 components, ...
+    assert torch.equal(to_irreps_layout(x, 2)[:, :3], x[:, :, 0])
+    assert torch.equal(to_irreps_layout(x, 2)[:, 3:6], x[:, 0, 1:4])
+
+
+def test_lebedev_grid_is_exact_to_degree_seven():
+    to_grid, from_grid = quadrature_grid_matrices(3, 7)
+    # Y_l Y_l' with l + l' <= 7 integrates to delta: from(to(x)) = x for l <= 3
+    assert torch.allclose(to_grid @ from_grid, torch.eye(16, dtype=torch.float64), atol=1e-13)
+    to_grid, from_grid = quadrature_grid_matrices(4, 7)  # degree 8 is beyond the rule
+    assert not torch.allclose(to_grid @ from_grid, torch.eye(25, dtype=torch.float64), atol=1e-3)
+
+
+def test_bad_hyperparameters_are_clear_errors():
+    with pytest.raises(ValueError, match="tensor_product 'cgx'"):
+        FAMILIES["facet"]([1], tensor_product="cgx")
+    with pytest.raises(ValueError, match="3 kinds for 2 layers"):
+        FAMILIES["facet"]([1], num_layers=2, tensor_product=["gaunt", "cg", "cg"])
