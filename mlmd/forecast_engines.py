@@ -1,0 +1,222 @@
+"""A trajectory forecaster as an ASE dynamics and as an OpenMM driver.
+
+Both advance one forecast interval τ_f per step with :func:`integrators.rollout.step`
+(one replica; optional CSVR once per interval with relaxation time τ), so they
+move atoms exactly as ``mlmd forecast`` does:
+
+- :class:`ForecastDynamics` is an ``ase.md.md.MolecularDynamics`` whose time step
+  is the forecaster's interval; observers and ``Trajectory`` writers attach as
+  usual (``dyn.attach(traj.write, interval=1)``). A calculator on the atoms is only
+  an energy monitor (for loggers and trajectory energies); none is needed.
+  Positions stay unwrapped, as in every ASE dynamics.
+- :class:`OpenMMForecastDriver` takes an ``openmm.app.Simulation`` and advances its
+  Context: read positions/velocities (nm, nm/ps -> Å, Å/fs), forecast, write them
+  back, advance the Context's time by τ_f and its step count by one, and call the
+  Simulation's reporters whose ``describeNextReport`` asks for this step, so
+  ``StateDataReporter`` and ``DCDReporter`` work (one reporter step = one interval).
+  The Simulation's integrator never steps; :func:`forecast_integrator` gives a
+  no-op ``CustomIntegrator`` whose kinetic energy is ½ m v² of the current
+  velocities (leapfrog integrators such as ``VerletIntegrator`` report a
+  half-step-shifted kinetic energy instead).
+"""
+
+from typing import Optional
+
+import numpy as np
+import torch
+from ase import units
+from ase.md.md import MolecularDynamics
+
+from integrators import rollout
+
+from .checks import fixed_atoms_mask
+from .constants import A_PER_FS_NM_PER_PS, AMU_A2_PER_FS2_EV, FS_PS, KB_EV_PER_K, NM_ANGSTROM, PS_FS
+from .errors import MLMDError
+from .forecast import ForecastUnstableError, guard_problem, load_forecaster
+
+
+def _single_replica_state(positions_A, velocities_A_per_fs, masses_amu, numbers, cell_A, pbc, fixed,
+                          temperature_K: float, rate_per_fs: float, seed: int, step: int) -> rollout.RolloutState:
+    n = len(numbers)
+    state = rollout.init(
+        torch.as_tensor(np.asarray(positions_A, dtype=float)), torch.as_tensor(np.asarray(velocities_A_per_fs, float)),
+        torch.as_tensor(np.asarray(masses_amu, dtype=float) * AMU_A2_PER_FS2_EV),
+        torch.as_tensor(np.asarray(numbers), dtype=torch.int64), torch.as_tensor(np.asarray(cell_A, float))[None],
+        torch.as_tensor(np.asarray(pbc, dtype=bool))[None], torch.zeros(n, dtype=torch.int64),
+        kT=KB_EV_PER_K * temperature_K, friction=rate_per_fs, seeds=seed, fixed=torch.as_tensor(fixed))
+    return state.replace(step=step)
+
+
+def _advance(state: rollout.RolloutState, forecaster, min_distance_A, max_temperature_K, where: str):
+    """One rollout step, checked by :func:`mlmd.forecast.guard_problem`; raises on a trip."""
+    try:
+        new = rollout.step(state, forecaster.call, forecaster.interval_fs)
+        problem = guard_problem(new.positions, new.velocities, new.cell, new.pbc, new.batch,
+                                rollout.kinetic_kT(new) / KB_EV_PER_K, min_distance_A, max_temperature_K)
+    except (RuntimeError, ValueError, ArithmeticError, torch.jit.Error) as exc:
+        problem = f"the forecaster call failed ({type(exc).__name__}: {str(exc).strip().splitlines()[-1]})"
+    if problem:
+        raise ForecastUnstableError(f"{where}: the forecast became unstable at step {state.step + 1}: {problem}; the "
+                                    "state before that step is left in place", None)
+    return new
+
+
+class ForecastDynamics(MolecularDynamics):
+    """ASE dynamics that advances ``atoms`` by one forecaster interval per step.
+
+    Args:
+        atoms: the system (``FixAtoms`` honoured); a calculator on it only monitors the energy.
+        model: exported forecaster file, :class:`mlmd.model.Model` or forecaster module.
+        temperature_K, taut: CSVR target (K) and relaxation time (ASE time units, e.g. ``100 * units.fs``);
+            leave both None for no thermostat.
+        seed: thermostat noise seed (the noise of step n depends only on seed and n).
+        min_distance_A, max_temperature_K: guards (None: off); a trip raises ForecastUnstableError.
+        Other keyword arguments (``trajectory``, ``logfile``, ``loginterval``) go to ``MolecularDynamics``.
+    """
+
+    def __init__(self, atoms, model, temperature_K: Optional[float] = None, taut: Optional[float] = None,
+                 seed: int = 0, min_distance_A: Optional[float] = 0.5, max_temperature_K: Optional[float] = None,
+                 device: str = "cpu", **kwargs):
+        self.forecaster = load_forecaster(model, device=device)
+        super().__init__(atoms, self.forecaster.interval_fs * units.fs, **kwargs)
+        if (temperature_K is None) != (taut is None):
+            raise MLMDError("ForecastDynamics: give both temperature_K and taut for CSVR, or neither for none")
+        self.temperature_K = 0.0 if temperature_K is None else float(temperature_K)
+        self.rate_per_fs = 0.0 if taut is None else 1.0 / (taut / units.fs)
+        self.seed = int(seed)
+        self.min_distance_A, self.max_temperature_K = min_distance_A, max_temperature_K
+        self.fixed = fixed_atoms_mask(atoms, type(self).__name__)
+        self.steps_taken = 0
+
+    def _refresh_properties(self):
+        if self.atoms.calc is not None:  # only an energy monitor; a forecaster needs no forces
+            super()._refresh_properties()
+
+    def step(self):
+        atoms = self.atoms
+        state = _single_replica_state(atoms.get_positions(), atoms.get_velocities() * units.fs, atoms.get_masses(),
+                                      atoms.numbers, atoms.cell.array, atoms.pbc, self.fixed, self.temperature_K,
+                                      self.rate_per_fs, self.seed, self.steps_taken)
+        state = _advance(state, self.forecaster, self.min_distance_A, self.max_temperature_K, type(self).__name__)
+        atoms.set_positions(state.unwrapped_positions().numpy(), apply_constraint=False)
+        atoms.set_velocities(state.velocities.numpy() / units.fs)  # Å/fs -> Å/(ASE time)
+        self.steps_taken += 1
+
+
+def forecast_integrator(interval_fs: float):
+    """A ``CustomIntegrator`` that does nothing, with step size τ_f: the integrator to build a Simulation
+    with when :class:`OpenMMForecastDriver` advances it (kinetic energy ½ m v² of the current velocities)."""
+    import openmm
+
+    return openmm.CustomIntegrator(interval_fs * FS_PS)
+
+
+class OpenMMForecastDriver:
+    """Advance an ``openmm.app.Simulation`` with a forecaster; ``step(n)`` takes n intervals.
+
+    Particles with zero mass are held fixed (OpenMM's convention). Atomic numbers come from the
+    Simulation's topology. A periodic System gives the box (rows = lattice vectors) and pbc on all axes.
+    """
+
+    def __init__(self, simulation, model, temperature_K: Optional[float] = None, tau_fs: Optional[float] = None,
+                 seed: int = 0, min_distance_A: Optional[float] = 0.5, max_temperature_K: Optional[float] = None,
+                 device: str = "cpu"):
+        self.simulation = simulation
+        self.forecaster = load_forecaster(model, device=device)
+        if (temperature_K is None) != (tau_fs is None):
+            raise MLMDError("OpenMMForecastDriver: give both temperature_K and tau_fs for CSVR, or neither for none")
+        self.temperature_K = 0.0 if temperature_K is None else float(temperature_K)
+        self.rate_per_fs = 0.0 if tau_fs is None else 1.0 / float(tau_fs)
+        self.seed = int(seed)
+        self.min_distance_A, self.max_temperature_K = min_distance_A, max_temperature_K
+        system = simulation.system
+        self.masses_amu = np.array([system.getParticleMass(i)._value for i in range(system.getNumParticles())])
+        self.fixed = self.masses_amu == 0.0
+        self.numbers = []
+        for atom in simulation.topology.atoms():
+            if atom.element is None:
+                raise MLMDError(f"OpenMMForecastDriver: topology atom {atom.index} ({atom.name}) has no element; "
+                                "the forecaster needs atomic numbers")
+            self.numbers.append(atom.element.atomic_number)
+        if len(self.numbers) != len(self.masses_amu):
+            raise MLMDError(f"OpenMMForecastDriver: the topology has {len(self.numbers)} atoms but the System "
+                            f"{len(self.masses_amu)} particles")
+        unknown = sorted(set(self.numbers) - set(self.forecaster.species)) if self.forecaster.species else []
+        if unknown:
+            raise MLMDError(f"OpenMMForecastDriver: atomic numbers {unknown} are not known to the forecaster "
+                            f"(species {self.forecaster.species})")
+        self.periodic = bool(system.usesPeriodicBoundaryConditions())
+        self.steps_taken = 0
+
+    @property
+    def interval_fs(self) -> float:
+        return self.forecaster.interval_fs
+
+    def _read(self):
+        from openmm import unit
+
+        state = self.simulation.context.getState(getPositions=True, getVelocities=True)
+        positions = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer) * NM_ANGSTROM
+        velocities = state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+        cell = np.zeros((3, 3))
+        if self.periodic:
+            cell = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer) * NM_ANGSTROM
+        return np.asarray(positions), np.asarray(velocities) / A_PER_FS_NM_PER_PS, np.asarray(cell)
+
+    def step(self, steps: int) -> None:
+        """Advance ``steps`` intervals, reporting as ``Simulation.step`` would."""
+        if int(steps) != steps or steps < 0:
+            raise MLMDError(f"OpenMMForecastDriver.step needs a whole number of intervals >= 0, got {steps!r}")
+        simulation, context = self.simulation, self.simulation.context
+        for _ in range(int(steps)):
+            due = self._due_reports()
+            positions, velocities, cell = self._read()
+            state = _single_replica_state(positions, velocities, self.masses_amu, self.numbers, cell,
+                                          [self.periodic] * 3, self.fixed, self.temperature_K, self.rate_per_fs,
+                                          self.seed, self.steps_taken)
+            state = _advance(state, self.forecaster, self.min_distance_A, self.max_temperature_K,
+                             type(self).__name__)
+            context.setPositions(state.unwrapped_positions().numpy() / NM_ANGSTROM)
+            context.setVelocities(state.velocities.numpy() * A_PER_FS_NM_PER_PS)
+            context.setTime(context.getTime() + self.interval_fs / PS_FS * _picosecond())
+            context.setStepCount(context.getStepCount() + 1)
+            self.steps_taken += 1
+            if due:
+                self._report(due)
+
+    def _due_reports(self):
+        """The reporters whose next report falls on the step about to be taken, with their requests."""
+        due = []
+        for reporter in self.simulation.reporters:
+            report = reporter.describeNextReport(self.simulation)
+            if isinstance(report, tuple):  # the old format: (steps, positions, velocities, forces, energy[, wrap])
+                names = ("positions", "velocities", "forces", "energy")
+                report = {"steps": report[0], "include": [names[i] for i in range(4) if report[i + 1]],
+                          "periodic": report[5] if len(report) > 5 else None}
+            if report["steps"] == 1:
+                due.append((reporter, report))
+        return due
+
+    def _report(self, due) -> None:
+        context = self.simulation.context
+        groups = {}
+        for reporter, report in due:
+            wrap = self.periodic if report.get("periodic") is None else bool(report["periodic"])
+            wrap = wrap and "positions" in report["include"]
+            groups.setdefault(wrap, []).append((reporter, report))
+        for wrap, members in groups.items():
+            include = set().union(*(set(report["include"]) for _, report in members))
+            state = context.getState(getPositions="positions" in include, getVelocities="velocities" in include,
+                                     getForces="forces" in include, getEnergy="energy" in include,
+                                     getParameters=True, enforcePeriodicBox=wrap)
+            for reporter, _ in members:
+                reporter.report(self.simulation, state)
+
+
+def _picosecond():
+    from openmm import unit
+
+    return unit.picosecond
+
+
+__all__ = ["ForecastDynamics", "OpenMMForecastDriver", "forecast_integrator"]
