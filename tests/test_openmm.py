@@ -283,25 +283,38 @@ def test_bad_arguments(model_file):
         topology_from_atoms(slab)
 
 
-@pytest.fixture(scope="module")
-def equivariant_file(tmp_path_factory):
-    """A small untrained e3nn model in float64: e3nn's TorchScript inside TorchForce, not just a pair potential."""
+# Every learned family, small and untrained (random spline coefficients, which start at zero), in float64:
+# each family's TorchScript inside TorchForce and PythonForce, not just a pair potential.
+FAMILY_MODELS = {
+    "equivariant": dict(cutoff=4.0, channels=8, lmax=2),
+    "facet": dict(cutoff=4.0, channels=8, lmax=2, num_layers=3, tensor_product=["gaunt", "gaunt", "cg"]),
+    "spline": dict(cutoff=4.0, cutoff_3body=3.0, r_min=0.8, r_min_3body=0.8, n_intervals=6),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILY_MODELS))
+def family_file(tmp_path_factory, request):
     import torch
 
     from potentials import FAMILIES
 
     torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("equivariant") / "equivariant.pt"
-    export_model(FAMILIES["equivariant"](SPECIES, cutoff=4.0, channels=8, lmax=2).double(), path)
+    model = FAMILIES[request.param](SPECIES, **FAMILY_MODELS[request.param]).double()
+    if request.param == "spline":
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.normal_(0.0, 0.05)
+    path = tmp_path_factory.mktemp(request.param) / f"{request.param}.pt"
+    export_model(model, path)
     return path
 
 
 @pytest.mark.parametrize("make", [_ethanol, _copper], ids=["ethanol", "copper"])
-def test_equivariant_model_agrees_in_ase_torchforce_and_pythonforce(equivariant_file, make):
+def test_learned_families_agree_in_ase_torchforce_and_pythonforce(family_file, make):
     atoms = make()
     topology, positions = topology_from_atoms(atoms)
-    reference_energy, reference_forces = _references(atoms, equivariant_file)[0]
+    reference_energy, reference_forces = _references(atoms, family_file)[0]
     assert np.abs(reference_forces).max() > 1.0  # kJ/mol/nm: a non-trivial comparison
     for backend in BACKENDS:
-        energy, forces = _evaluate(create_system(topology, equivariant_file, backend=backend), positions, "CPU")
+        energy, forces = _evaluate(create_system(topology, family_file, backend=backend), positions, "CPU")
         _assert_close(energy, forces, reference_energy, reference_forces)
