@@ -2,7 +2,10 @@
 
 An exported model is a TorchScript archive whose extra file ``mlmd.json``
 records the family, species (atomic numbers), cutoff (Å), dtype, units,
-mlmd version, the training-data hash and the family's constructor config.
+mlmd version, the training-data hash and the family's constructor config,
+plus whatever the family's ``extra_metadata()`` adds. A forecaster (``kind``
+``"forecaster"``) records ``interval_fs``, ``timestep_fs``, ``interval_steps``
+and its ``normalization`` (displacement and velocity RMS).
 :func:`load_model` reads it in a fresh process without any training code and
 returns a :class:`Model`, which every engine adapter (ASE, OpenMM,
 integrators, saddle search) consumes.
@@ -39,6 +42,9 @@ def model_metadata(module: torch.nn.Module, training_data_hash: str = "", **extr
     }
     if hasattr(module, "config"):
         metadata["config"] = module.config()
+    if hasattr(module, "extra_metadata"):
+        metadata.update(module.extra_metadata())
+    metadata.setdefault("kind", "potential")
     metadata.update(extra)
     return metadata
 
@@ -59,10 +65,12 @@ def export_model(module: torch.nn.Module, path: PathLike, training_data_hash: st
 
 
 class Model:
-    """A potential ready for any engine: the compiled module plus its metadata.
+    """A model ready for any engine: the compiled module plus its metadata.
 
-    Calling it runs the model contract: ``model(positions, atomic_numbers,
-    cell, pbc, batch, compute_forces=True, compute_stress=False)``.
+    Calling a potential runs the model contract: ``model(positions, atomic_numbers,
+    cell, pbc, batch, compute_forces=True, compute_stress=False)``. A forecaster
+    (:attr:`is_forecaster`) runs through :meth:`forecast` instead and advances
+    :attr:`interval_fs` per call.
     """
 
     def __init__(self, module: torch.nn.Module, metadata: Dict[str, Any], path: Optional[Path] = None):
@@ -87,6 +95,16 @@ class Model:
         return getattr(torch, self.metadata["dtype"])
 
     @property
+    def is_forecaster(self) -> bool:
+        return self.metadata.get("kind") == "forecaster" or "interval_fs" in self.metadata
+
+    @property
+    def interval_fs(self) -> Optional[float]:
+        """Time (fs) one :meth:`forecast` call advances; None for a potential."""
+        value = self.metadata.get("interval_fs")
+        return None if value is None else float(value)
+
+    @property
     def device(self) -> torch.device:
         for tensor in list(self.module.parameters()) + list(self.module.buffers()):
             return tensor.device
@@ -98,10 +116,30 @@ class Model:
 
     def __call__(self, positions, atomic_numbers, cell, pbc, batch, compute_forces: bool = True,
                  compute_stress: bool = False) -> Dict[str, torch.Tensor]:
+        if self.is_forecaster:
+            raise MLMDError(f"{self._name()} is a trajectory forecaster ({self.family}), not a potential: it gives no "
+                            "energy or forces; run it with Model.forecast(...) or `mlmd forecast`, or use a "
+                            "potential model for MD, ASE, OpenMM and saddle searches")
         return self.module(positions, atomic_numbers, cell, pbc, batch, compute_forces, compute_stress)
 
+    def forecast(self, positions, atomic_numbers, cell, pbc, batch, velocities) -> Dict[str, torch.Tensor]:
+        """One forecaster step of :attr:`interval_fs`: ``{"displacement" [N,3] Å, "velocities" [N,3] Å/fs}``.
+
+        Inputs as the model contract plus ``velocities [N,3]`` Å/fs; new positions are
+        ``positions + displacement`` (unwrapped).
+        """
+        if not self.is_forecaster:
+            raise MLMDError(f"{self._name()} is a potential ({self.family}), not a trajectory forecaster: it has no "
+                            "forecast(); call it for energy and forces, or load a forecaster model "
+                            "(model.family = \"forecaster\")")
+        return self.module(positions, atomic_numbers, cell, pbc, batch, velocities)
+
+    def _name(self) -> str:
+        return f"model {self.path}" if self.path else "this model"
+
     def __repr__(self) -> str:
-        return (f"Model(family={self.family!r}, species={self.species}, cutoff={self.cutoff}, "
+        interval = f", interval_fs={self.interval_fs}" if self.is_forecaster else ""
+        return (f"Model(family={self.family!r}, species={self.species}, cutoff={self.cutoff}{interval}, "
                 f"dtype={self.metadata['dtype']}, path={str(self.path) if self.path else None!r})")
 
 

@@ -72,6 +72,35 @@ once on every training frame (float64 collated batches of ``data.batch_size``),
 the EMA takes the fitted weights as they are, and no gradient epochs follow.
 Validation, checkpoints, ``summary.json`` and export work as below.
 
+Objectives
+----------
+What a family is trained on is its *objective* (:data:`OBJECTIVES`), named by the
+family's class attribute ``training_objective`` (default ``"potential"``): the
+objective owns the config schema of ``[data]`` and ``[training]``, the dataset and
+its split, the model's construction from the data, the batches, the loss of one
+batch and the validation metrics (:class:`PotentialObjective` documents the
+interface). Everything else (optimizer, EMA, schedule, early stopping,
+checkpoints, exact resume, time budget, threads, DDP, export) is shared.
+
+- ``potential``: energies, forces and stress of labelled frames, as above;
+- ``trajectory`` (family ``forecaster``, :mod:`mlmd.trajectories`): pairs of
+  reference MD frames ``interval_steps`` apart. Its config::
+
+    [data]
+    path = "ethanol-trajectories"   # folder of run-*.h5 (mlmd generate --trajectory), glob or list
+    interval_steps = 20              # reference MD steps per forecaster call
+    pair_stride = 10                 # every 10th recorded frame starts a pair
+    validation_runs = 1              # whole runs: the last test_runs test, the validation_runs before validate
+    test_runs = 0
+    batch_size = 8
+
+    [training]                       # every key above except the energy/force/stress weights, plus
+    displacement_weight = 1.0        # L = w_d MSE(x/s_d) + w_v MSE(v/s_v) per step (normalised targets)
+    velocity_weight = 1.0
+    rollout_steps = 1                # k > 1: unroll k calls on predictions, backpropagate through all
+    rollout_weight = 1.0             # weight of steps 2..k
+    time_reversal = false            # train also on reversed pairs (x', -v') -> (x, -v)
+
 Training
 --------
 AdamW; loss as above, stress only on frames that carry a stress label; an exponential
@@ -273,12 +302,16 @@ def validate_config(config: Mapping[str, Any], base: Union[str, os.PathLike, Non
     base = Path(base) if base is not None else Path.cwd()
     if not isinstance(config, Mapping):
         raise MLMDError(f"{source} must be a mapping with sections {', '.join(SECTIONS)}")
+    model_section = config.get("model")
+    family = model_section.get("family") if isinstance(model_section, Mapping) else None
+    objective = objective_class(family if isinstance(family, str) else None)
+    schema = objective.schema()
     for section in config:
         if section not in SECTIONS:
             raise MLMDError(f"{source}: unknown section {section!r}{_suggest(section, SECTIONS)}; "
                             f"the sections are {', '.join(SECTIONS)}")
     result: Dict[str, Any] = {}
-    for section, keys in SCHEMA.items():
+    for section, keys in schema.items():
         given = config.get(section, {})
         if not isinstance(given, Mapping):
             raise MLMDError(f"{source}: section {section!r} must be a table of keys, got {given!r}")
@@ -298,16 +331,8 @@ def validate_config(config: Mapping[str, Any], base: Union[str, os.PathLike, Non
                 raise MLMDError(f"{source}: {section}.{key} {problem}; set e.g. {key} = {example}")
             values[key] = given[key]
         result[section] = values
-    data = result["data"]
-    if data["validation_fraction"] + data["test_fraction"] >= 1:
-        raise MLMDError(f"{source}: data.validation_fraction + data.test_fraction must be below 1 "
-                        f"(got {data['validation_fraction']} + {data['test_fraction']}); leave frames to train on")
-    data["path"] = str((base / data["path"]).resolve())
+    objective.finish_config(result, base, source)
     result["output"]["directory"] = str((base / result["output"]["directory"]).resolve())
-    training = result["training"]
-    if training["energy_weight"] == training["force_weight"] == training["stress_weight"] == 0:
-        raise MLMDError(f"{source}: training.energy_weight, force_weight and stress_weight are all 0; "
-                        "give at least one a positive weight")
 
     model = config.get("model")
     if not isinstance(model, Mapping):
@@ -405,6 +430,18 @@ def model_from_dataset(model_section: Mapping[str, Any], dataset, indices: Seque
 
     Returns ``(module, model_config)`` where ``model_config`` rebuilds the module.
     """
+    return model_from_statistics(model_section, lambda cutoff: dataset_statistics(dataset, indices, cutoff),
+                                 DATA_DERIVED)
+
+
+def model_from_statistics(model_section: Mapping[str, Any], statistics, derived: Sequence[str]):
+    """Build the configured family from ``statistics(cutoff) -> dict`` of the training data.
+
+    Every name in ``derived`` that the constructor takes and the model section does not
+    set is filled from the statistics (see the module docstring); a family with a
+    ``from_dataset(model_config, statistics)`` classmethod builds itself instead.
+    Returns ``(module, model_config)``.
+    """
     family = model_section["family"]
     cls = family_class(family)
     given = {k: v for k, v in model_section.items() if k != "family"}
@@ -414,17 +451,17 @@ def model_from_dataset(model_section: Mapping[str, Any], dataset, indices: Seque
             if key not in names:
                 raise MLMDError(f"model.{key} is not a hyperparameter of family {family!r}"
                                 f"{_suggest(key, names)}; its hyperparameters are: {', '.join(names)}")
-    if "species" in given:
-        missing = sorted(set(dataset.species) - {int(z) for z in given["species"]})
-        if missing:
-            raise MLMDError(f"the dataset contains elements {missing} that model.species {given['species']} "
-                            "lacks; add them or remove model.species to take the dataset's elements")
     cutoff = given.get("cutoff", defaults.get("cutoff"))
     if cutoff is None:
         raise MLMDError(f"model.cutoff is missing and family {family!r} has no default; add it, e.g. cutoff = 5.0")
     if isinstance(cutoff, bool) or not isinstance(cutoff, (int, float)) or cutoff <= 0:
         raise MLMDError(f"model.cutoff must be a positive number (Å), got {cutoff!r}")
-    stats = dataset_statistics(dataset, indices, float(cutoff))
+    stats = statistics(float(cutoff))
+    if "species" in given:
+        missing = sorted(set(stats["species"]) - {int(z) for z in given["species"]})
+        if missing:
+            raise MLMDError(f"the dataset contains elements {missing} that model.species {given['species']} "
+                            "lacks; add them or remove model.species to take the dataset's elements")
     if hasattr(cls, "from_dataset"):
         try:
             module = cls.from_dataset(dict(given), stats)
@@ -433,7 +470,7 @@ def model_from_dataset(model_section: Mapping[str, Any], dataset, indices: Seque
                             "fix the [model] section") from exc
         return module, model_config_of(module, None)
     kwargs = dict(given)
-    for key in DATA_DERIVED:
+    for key in derived:
         if key in names and key not in kwargs:
             kwargs[key] = stats[key]
     absent = [name for name in required if name not in kwargs]
@@ -656,6 +693,128 @@ def _metrics(sums, weights) -> Dict[str, float]:
     }
 
 
+# --- objectives: what a family trains on -------------------------------------------
+
+# Objective name -> class; a family names its objective in the class attribute
+# ``training_objective`` (default "potential"). Objectives shipped with mlmd load on first use.
+OBJECTIVES: Dict[str, Any] = {}
+_BUILTIN_OBJECTIVES = {"trajectory": "mlmd.trajectories"}
+
+
+def register_objective(name: str):
+    """Class decorator: make a training objective available to families that name it."""
+
+    def decorate(cls):
+        OBJECTIVES[name] = cls
+        cls.name = name
+        return cls
+
+    return decorate
+
+
+def objective_class(family: Optional[str]):
+    """The objective class of model family ``family`` (the potential objective for unknown families)."""
+    from importlib import import_module
+
+    from potentials import FAMILIES
+
+    name = getattr(FAMILIES.get(family), "training_objective", "potential") if family else "potential"
+    if name not in OBJECTIVES and name in _BUILTIN_OBJECTIVES:
+        import_module(_BUILTIN_OBJECTIVES[name])
+    if name not in OBJECTIVES:
+        raise MLMDError(f"model family {family!r} asks for training objective {name!r}, which is not registered; "
+                        f"known: {', '.join(sorted(OBJECTIVES))}")
+    return OBJECTIVES[name]
+
+
+@register_objective("potential")
+class PotentialObjective:
+    """Energies, forces and stress of labelled frames (extended XYZ): the objective of every potential.
+
+    An objective owns, for the trainer, the config schema of its family, the dataset
+    and its split, the model's construction from the data, the batches, the loss of
+    one batch and the validation metrics. ``loss`` returns ``(loss, weight)`` with
+    ``weight`` the number of samples the loss averages (for the epoch mean);
+    ``error_sums`` returns a float64 tensor that is summed over batches and ranks and
+    turned into metrics (always with a ``"loss"`` key) by ``metrics``.
+    """
+
+    name = "potential"
+    metric_columns = METRIC_COLUMNS
+    curve = [("val_energy_mae_meV_per_atom", "energy MAE (meV/atom)"), ("val_force_mae_meV_per_A", "force MAE (meV/Å)")]
+    resume_keys = (("data", "validation_fraction"), ("data", "test_fraction"), ("data", "seed"))
+
+    def __init__(self, config: Dict[str, Any], log=print):
+        self.config = config
+        self.log = log
+        training = config["training"]
+        self.weights = {"energy": training["energy_weight"], "force": training["force_weight"],
+                        "stress": training["stress_weight"]}
+
+    @staticmethod
+    def schema() -> Dict[str, Dict[str, tuple]]:
+        return SCHEMA
+
+    @staticmethod
+    def finish_config(result: Dict[str, Any], base: Path, source: str) -> None:
+        """Checks across keys, and paths made absolute (relative to ``base``)."""
+        data = result["data"]
+        if data["validation_fraction"] + data["test_fraction"] >= 1:
+            raise MLMDError(f"{source}: data.validation_fraction + data.test_fraction must be below 1 "
+                            f"(got {data['validation_fraction']} + {data['test_fraction']}); leave frames to train on")
+        data["path"] = str((base / data["path"]).resolve())
+        training = result["training"]
+        if training["energy_weight"] == training["force_weight"] == training["stress_weight"] == 0:
+            raise MLMDError(f"{source}: training.energy_weight, force_weight and stress_weight are all 0; "
+                            "give at least one a positive weight")
+
+    @staticmethod
+    def check_data(config: Dict[str, Any]) -> None:
+        data_path = Path(config["data"]["path"])
+        if not data_path.is_file():
+            raise InputFileError(f"data.path {data_path} does not exist; point data.path at a labelled extended XYZ "
+                                 "file (make one with `mlmd generate`)")
+
+    def load(self) -> None:
+        """Read the data: sets ``dataset``, ``hash`` and ``split`` (train/validation/test indices)."""
+        from .data import load_dataset
+
+        data = self.config["data"]
+        self.dataset = load_dataset(data["path"])
+        self.hash = self.dataset.hash
+        self.split = self.dataset.split(data["validation_fraction"], data["test_fraction"], data["seed"])
+        if len(self.split.train) == 0:
+            raise MLMDError(f"the training split of {data['path']} ({len(self.dataset)} frames) is empty; "
+                            "lower data.validation_fraction and data.test_fraction or add frames")
+        self.use_stress = self.weights["stress"] > 0 and any("stress" in lab for lab in self.dataset.labels)
+
+    def build_model(self, model_section: Mapping[str, Any], indices: Sequence[int]):
+        return model_from_dataset(model_section, self.dataset, indices)
+
+    def attach(self, model) -> None:
+        """Called with the (new or restored) model before training."""
+
+    def batches(self, indices, batch_size: int, dtype, epoch: Optional[int] = None):
+        """Batches of ``indices``; ``epoch`` is given for training batches (augmentation seeds)."""
+        return self.dataset.batches(indices, batch_size, dtype=dtype)
+
+    def loss(self, module, batch):
+        compute_stress = _wants_stress(batch, self.use_stress)
+        out = _run_model(module, batch, compute_stress)
+        return _batch_loss(out, batch, self.weights, compute_stress), len(batch["energy"])
+
+    def error_sums(self, module, indices, batch_size: int, dtype, device):
+        return _error_sums(module, self.dataset, indices, batch_size, dtype, device, self.use_stress)
+
+    def metrics(self, sums) -> Dict[str, float]:
+        return _metrics(sums, self.weights)
+
+    @staticmethod
+    def describe(metrics: Mapping[str, float]) -> str:
+        return (f"E {metrics['energy_mae_meV_per_atom']:.3g} meV/atom  "
+                f"F {metrics['force_mae_meV_per_A']:.3g}/{metrics['force_rmse_meV_per_A']:.3g} meV/Å (MAE/RMSE)")
+
+
 # --- files ---------------------------------------------------------------------
 
 def _save(obj, path: Path) -> None:
@@ -693,18 +852,19 @@ def load_checkpoint(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     return checkpoint
 
 
-def _write_metrics(path: Path, history: List[Dict[str, Any]]) -> None:
+def _write_metrics(path: Path, history: List[Dict[str, Any]], columns: Sequence[str] = METRIC_COLUMNS) -> None:
     from .io import atomic_write
 
     with atomic_write(path, "w") as stream:
-        writer = csv.DictWriter(stream, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(stream, fieldnames=list(columns), lineterminator="\n")
         writer.writeheader()
         for row in history:
             writer.writerow({key: ("" if isinstance(row.get(key), float) and math.isnan(row[key]) else row.get(key))
-                             for key in METRIC_COLUMNS})
+                             for key in columns})
 
 
-def _plot_learning_curve(path: Path, history: List[Dict[str, Any]], best_epoch: int) -> None:
+def _plot_learning_curve(path: Path, history: List[Dict[str, Any]], best_epoch: int,
+                         series: Sequence = PotentialObjective.curve) -> None:
     """Loss and validation errors against epoch, written atomically as PNG (Agg, no pyplot state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -719,10 +879,8 @@ def _plot_learning_curve(path: Path, history: List[Dict[str, Any]], best_epoch: 
     loss_axes.plot(epochs, [row["train_loss"] for row in history], "o-", ms=3, label="training")
     loss_axes.plot(epochs, [row["val_loss"] for row in history], "o-", ms=3, label="validation (EMA)")
     loss_axes.set(xlabel="epoch", ylabel="loss", yscale="log", title="loss")
-    error_axes.plot(epochs, [row["val_energy_mae_meV_per_atom"] for row in history], "o-", ms=3,
-                    label="energy MAE (meV/atom)")
-    error_axes.plot(epochs, [row["val_force_mae_meV_per_A"] for row in history], "o-", ms=3,
-                    label="force MAE (meV/Å)")
+    for column, label in series:
+        error_axes.plot(epochs, [row[column] for row in history], "o-", ms=3, label=label)
     error_axes.set(xlabel="epoch", ylabel="validation error", yscale="log", title="validation errors (EMA)")
     for axes in (loss_axes, error_axes):
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -768,10 +926,7 @@ def train(config: Union[Mapping[str, Any], str, os.PathLike], resume: bool = Fal
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise MLMDError(f"--epochs must be a positive integer, got {epochs!r}")
         config["training"]["epochs"] = epochs
-    data_path = Path(config["data"]["path"])
-    if not data_path.is_file():
-        raise InputFileError(f"data.path {data_path} does not exist; point data.path at a labelled extended XYZ "
-                             "file (make one with `mlmd generate`)")
+    objective_class(config["model"]["family"]).check_data(config)
     family_class(config["model"]["family"])
     info, device = _setup_distributed(config["training"]["device"])
     try:
@@ -790,9 +945,8 @@ class _Trainer:
         self.device = device
         self.verbose = verbose and info.main
         self.progress = progress if info.main else False
-        training = config["training"]
-        self.weights = {"energy": training["energy_weight"], "force": training["force_weight"],
-                        "stress": training["stress_weight"]}
+        self.objective = objective_class(config["model"]["family"])(config, self.log)
+        self.weights = getattr(self.objective, "weights", {})
         self.directory = Path(config["output"]["directory"])
         self.checkpoint_path = self.directory / CHECKPOINT_FILE
         self.best_path = self.directory / BEST_FILE
@@ -807,8 +961,6 @@ class _Trainer:
         import numpy as np
         import torch
 
-        from .data import load_dataset
-
         config, training = self.config, self.config["training"]
         self.dtype = getattr(torch, training["dtype"])
         if training["num_threads"] is not None:
@@ -819,17 +971,12 @@ class _Trainer:
         if not resume and self.checkpoint_path.exists():
             raise MLMDError(f"{self.checkpoint_path} already exists; pass --resume to continue that run "
                             "or set output.directory to a new folder")
-        self.dataset = load_dataset(config["data"]["path"])
-        split = self.dataset.split(config["data"]["validation_fraction"], config["data"]["test_fraction"],
-                                   config["data"]["seed"])
-        self.split = split
-        if len(split.train) == 0:
-            raise MLMDError(f"the training split of {config['data']['path']} ({len(self.dataset)} frames) is empty; "
-                            "lower data.validation_fraction and data.test_fraction or add frames")
+        self.objective.load()
+        self.dataset = getattr(self.objective, "dataset", None)
+        split = self.split = self.objective.split
         self.validation_indices = split.validation if len(split.validation) > 0 else split.train
         if len(split.validation) == 0:
             self.log("warning: the validation split is empty; the training frames stand in for it")
-        self.use_stress = self.weights["stress"] > 0 and any("stress" in lab for lab in self.dataset.labels)
 
         checkpoint = load_checkpoint(self.checkpoint_path) if resume else None
         if checkpoint is not None:
@@ -843,7 +990,7 @@ class _Trainer:
         torch.set_default_dtype(self.dtype)
         try:
             if checkpoint is None:
-                model, self.model_config = model_from_dataset(config["model"], self.dataset, split.train.tolist())
+                model, self.model_config = self.objective.build_model(config["model"], split.train.tolist())
             else:
                 self.model_config = checkpoint["model_config"]
                 model = build_model(checkpoint["family"], self.model_config)
@@ -852,6 +999,7 @@ class _Trainer:
         self.family = config["model"]["family"]
         self.model = model.to(device=self.device, dtype=self.dtype)
         self.model.train()
+        self.objective.attach(self.model)
         self.ema = EMA(self.model, training["ema_decay"])
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=training["lr"],
                                            weight_decay=training["weight_decay"])
@@ -899,11 +1047,10 @@ class _Trainer:
             if key != "family" and key in checkpoint["model_config"] and checkpoint["model_config"][key] != value:
                 raise MLMDError(f"model.{key} is {value!r} but {where} has {checkpoint['model_config'][key]!r}; "
                                 "a resumed run keeps its model: restore the value or start a new run")
-        if checkpoint["data_hash"] != self.dataset.hash:
+        if checkpoint["data_hash"] != self.objective.hash:
             raise MLMDError(f"data.path {self.config['data']['path']} differs from the data {where} was trained on; "
                             "resume with the same dataset or start a new run")
-        for section, key in (("data", "validation_fraction"), ("data", "test_fraction"), ("data", "seed"),
-                             ("training", "dtype"), ("training", "seed")):
+        for section, key in (*self.objective.resume_keys, ("training", "dtype"), ("training", "seed")):
             if stored[section][key] != self.config[section][key]:
                 raise MLMDError(f"{section}.{key} is {self.config[section][key]!r} but {where} used "
                                 f"{stored[section][key]!r}; restore it to resume")
@@ -947,18 +1094,15 @@ class _Trainer:
         bar = tqdm(total=n_batches, desc=f"epoch {epoch}/{training['epochs']}", unit="batch", leave=False,
                    disable=None if self.progress is None else not self.progress, file=sys.stderr)
         try:
-            for batch in self.dataset.batches(indices, batch_size, dtype=self.dtype):
+            for batch in self.objective.batches(indices, batch_size, self.dtype, epoch=epoch):
                 batch = _to_device(batch, self.device)
-                compute_stress = _wants_stress(batch, self.use_stress)
                 self.optimizer.zero_grad(set_to_none=True)
-                out = _run_model(self.ddp_model, batch, compute_stress)
-                loss = _batch_loss(out, batch, self.weights, compute_stress)
+                loss, frames = self.objective.loss(self.ddp_model, batch)
                 loss.backward()
                 if training["grad_clip_norm"] is not None:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), training["grad_clip_norm"])
                 self.optimizer.step()
                 self.ema.update(self.model)
-                frames = len(batch["energy"])
                 totals += torch.stack([loss.detach().double() * frames,
                                        torch.tensor(float(frames), dtype=torch.float64, device=self.device)])
                 bar.update(1)
@@ -970,9 +1114,8 @@ class _Trainer:
 
     def _evaluate(self, module, indices) -> Dict[str, float]:
         batch_size = self.config["data"]["validation_batch_size"] or self.config["data"]["batch_size"]
-        sums = _error_sums(module, self.dataset, self._shard(indices, None), batch_size, self.dtype, self.device,
-                           self.use_stress)
-        return _metrics(_all_reduce(sums, self.info), self.weights)
+        sums = self.objective.error_sums(module, self._shard(indices, None), batch_size, self.dtype, self.device)
+        return self.objective.metrics(_all_reduce(sums, self.info))
 
     def _checkpoint(self) -> Dict[str, Any]:
         from . import __version__
@@ -980,7 +1123,7 @@ class _Trainer:
         return {
             "format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "kind": "training",
             "mlmd_version": __version__, "family": self.family, "model_config": self.model_config,
-            "dtype": self.config["training"]["dtype"], "config": self.config, "data_hash": self.dataset.hash,
+            "dtype": self.config["training"]["dtype"], "config": self.config, "data_hash": self.objective.hash,
             "model": self.model.state_dict(), "ema": self.ema.state_dict(), "ema_updates": self.ema.updates,
             "best_ema": self.best_ema, "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "rng": _rng_state(), "epoch": self.epoch,
@@ -994,7 +1137,7 @@ class _Trainer:
         return {
             "format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "kind": "best",
             "mlmd_version": __version__, "family": self.family, "model_config": self.model_config,
-            "dtype": self.config["training"]["dtype"], "config": self.config, "data_hash": self.dataset.hash,
+            "dtype": self.config["training"]["dtype"], "config": self.config, "data_hash": self.objective.hash,
             "ema": self.best_ema, "epoch": self.epoch, "best_metric": self.best_metric, "metrics": row,
         }
 
@@ -1056,13 +1199,12 @@ class _Trainer:
                 _save(self._checkpoint(), self.checkpoint_path)
                 if improved:
                     _save(self._best_checkpoint(row), self.best_path)
-                _write_metrics(self.directory / METRICS_FILE, self.history)
+                _write_metrics(self.directory / METRICS_FILE, self.history, self.objective.metric_columns)
                 if self.config["output"]["learning_curve"]:
-                    _plot_learning_curve(self.directory / CURVE_FILE, self.history, self.best_epoch)
+                    _plot_learning_curve(self.directory / CURVE_FILE, self.history, self.best_epoch,
+                                         self.objective.curve)
             self.log(f"epoch {epoch:4d}/{training['epochs']}  lr {lr:.2e}  train {train_loss:.4g}  "
-                     f"val {validation['loss']:.4g}  E {validation['energy_mae_meV_per_atom']:.3g} meV/atom  "
-                     f"F {validation['force_mae_meV_per_A']:.3g}/{validation['force_rmse_meV_per_A']:.3g} "
-                     f"meV/Å (MAE/RMSE){'  *' if improved else ''}")
+                     f"val {validation['loss']:.4g}  {self.objective.describe(validation)}{'  *' if improved else ''}")
             _barrier(self.info)
         if stopped_early:
             self.log(f"stopped early: no improvement for {self.bad_epochs} epochs")
@@ -1075,15 +1217,12 @@ class _Trainer:
             best = copy.deepcopy(self.ema.module)
             best.load_state_dict(self.best_ema)
             test_metrics = self._evaluate(best, self.split.test)
-            self.log(f"test (best EMA weights, epoch {self.best_epoch}): "
-                     f"E {test_metrics['energy_mae_meV_per_atom']:.3g} meV/atom  "
-                     f"F {test_metrics['force_mae_meV_per_A']:.3g}/{test_metrics['force_rmse_meV_per_A']:.3g} "
-                     "meV/Å (MAE/RMSE)")
+            self.log(f"test (best EMA weights, epoch {self.best_epoch}): {self.objective.describe(test_metrics)}")
         if self.info.main:
             from .io import atomic_write
 
             summary = {"epoch": self.epoch, "best_epoch": self.best_epoch, "best_validation_loss": self.best_metric,
-                       "stopped_early": stopped_early, "test": test_metrics, "data_hash": self.dataset.hash,
+                       "stopped_early": stopped_early, "test": test_metrics, "data_hash": self.objective.hash,
                        "family": self.family, "n_train": len(self.split.train),
                        "n_validation": len(self.split.validation), "n_test": len(self.split.test)}
             with atomic_write(self.directory / SUMMARY_FILE) as stream:

@@ -15,7 +15,7 @@ import torch
 FAMILIES: Dict[str, Type[torch.nn.Module]] = {}
 
 # Families shipped with mlmd; importing the module registers the family.
-_BUILTIN_MODULES = ("potentials.equivariant", "potentials.spline")
+_BUILTIN_MODULES = ("potentials.equivariant", "potentials.facet", "potentials.spline", "potentials.forecaster")
 
 
 def register_family(name: str) -> Callable[[Type[torch.nn.Module]], Type[torch.nn.Module]]:

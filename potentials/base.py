@@ -18,6 +18,25 @@ from torch import Tensor
 from .neighbors import edge_vectors, neighbor_list
 
 
+def species_table(species: List[int]) -> Tensor:
+    """``[119]`` int64 table: atomic number -> index into ``species``, -1 for elements not in it."""
+    table = torch.full((119,), -1, dtype=torch.int64)
+    table[torch.tensor(species, dtype=torch.int64)] = torch.arange(len(species))
+    return table
+
+
+def lookup_species(table: Tensor, species: List[int], atomic_numbers: Tensor) -> Tensor:
+    """Index into ``species`` for every atom through ``table`` (:func:`species_table`); raises a
+    ValueError naming the first element the model does not know. Shared by every model family."""
+    index = table[atomic_numbers.clamp(0, 118)]
+    unknown = (index < 0) | (atomic_numbers > 118) | (atomic_numbers < 0)
+    if bool(unknown.any()):
+        z = int(atomic_numbers[unknown][0].item())
+        raise ValueError("the structure contains an element (atomic number " + str(z) + ") that this model "
+                         "was not trained on (it knows " + str(species) + "); use a model trained on it")
+    return index
+
+
 class Potential(torch.nn.Module):
     """Base class of every model family.
 
@@ -37,21 +56,13 @@ class Potential(torch.nn.Module):
             raise ValueError(f"cutoff must be positive, got {cutoff}")
         self.species: List[int] = [int(z) for z in species]
         self.cutoff: float = float(cutoff)
-        table = torch.full((119,), -1, dtype=torch.int64)
-        table[torch.tensor(self.species)] = torch.arange(len(self.species))
-        self.register_buffer("species_index_table", table, persistent=False)
+        self.register_buffer("species_index_table", species_table(self.species), persistent=False)
         # Follows .to(dtype): the dtype the model computes in.
         self.register_buffer("dtype_probe", torch.zeros(0), persistent=False)
 
     def species_index(self, atomic_numbers: Tensor) -> Tensor:
         """Index into ``self.species`` for every atom; raises on an unknown element."""
-        index = self.species_index_table[atomic_numbers.clamp(0, 118)]
-        unknown = (index < 0) | (atomic_numbers > 118) | (atomic_numbers < 0)
-        if bool(unknown.any()):
-            z = int(atomic_numbers[unknown][0].item())
-            raise ValueError("the structure contains an element (atomic number " + str(z) + ") that this model "
-                             "was not trained on (it knows " + str(self.species) + "); use a model trained on it")
-        return index
+        return lookup_species(self.species_index_table, self.species, atomic_numbers)
 
     def atomic_energies(
         self,

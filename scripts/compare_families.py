@@ -56,7 +56,7 @@ from _mace_worker import md_step_times, predict  # noqa: E402
 MODELS = {
     "equivariant": {"family": "equivariant", "cutoff": 5.0, "channels": 32, "lmax": 2, "num_layers": 2,
                     "num_basis": 8, "radial_hidden": 64},
-    "facet": {"family": "facet", "cutoff": 5.0, "channels": 32, "lmax": 2, "num_layers": 3,
+    "facet": {"family": "facet", "cutoff": 5.0, "channels": 32, "lmax": 2, "num_layers": 2,
               "tensor_product": "gaunt", "spline_intervals": 8, "mixing_hidden": 32},
     "spline": {"family": "spline", "cutoff": 5.5, "cutoff_3body": 3.5, "n_intervals": 20, "n_intervals_3body": 4},
 }
