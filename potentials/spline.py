@@ -239,31 +239,31 @@ class SplinePotential(Potential):
         inside = torch.nonzero(r < self.cutoff_2body).squeeze(-1)
         centre = edge_index[0][inside]
         pair = self.pair_index[species[centre], species[edge_index[1][inside]]]
-        first, values, _ = local_basis(r[inside], self.r_min, self.spacing, self.n_intervals)
-        n_basis = self.n_intervals + 3
-        columns = (pair * n_basis + first).unsqueeze(-1) + torch.arange(4, device=r.device)
-        coefficients = self.full_pair_coefficients().reshape(-1)[columns]
-        energies = energies.index_add(0, centre, 0.5 * (coefficients * values).sum(-1))
+        per_pair = torch.matmul(dense_basis(r[inside], self.r_min, self.spacing, self.n_intervals),
+                                self.full_pair_coefficients().T)  # V2 of every pair type, [E, n_pairs]
+        pair_energy = per_pair.gather(1, pair.unsqueeze(1)).squeeze(1)
+        energies = energies.index_add(0, centre, 0.5 * pair_energy)
         if self.use_3body:
             centre3, _, _, channel, v1, v2, v3 = self._triplets(species, edge_index, edge_vectors, r)
             energies = energies.index_add(0, centre3, self._triplet_energy(channel, v1, v2, v3))
         return energies
 
     def _triplet_energy(self, channel: Tensor, v1: Tensor, v2: Tensor, v3: Tensor) -> Tensor:
+        """``V3 = sum_pqr c[ch,p,q,r] B_p(r_ij) B_q(r_ik) B_r(r_jk)`` as ``(B_ij (x) B_ik) @ c``: one dense matmul."""
         n1 = self.n_intervals_3body + 3
         n3 = self.n_intervals_jk + 3
-        f1, b1, _ = local_basis(torch.linalg.vector_norm(v1, dim=1), self.r_min_3body, self.spacing_3body,
-                                self.n_intervals_3body)
-        f2, b2, _ = local_basis(torch.linalg.vector_norm(v2, dim=1), self.r_min_3body, self.spacing_3body,
-                                self.n_intervals_3body)
-        f3, b3, _ = local_basis(torch.linalg.vector_norm(v3, dim=1), self.r_min_3body, self.spacing_3body,
-                                self.n_intervals_jk)
-        four = torch.arange(4, device=channel.device)
-        index = ((channel * n1 + f1).view(-1, 1, 1, 1) + four.view(1, 4, 1, 1)) * n1
-        index = ((index + f2.view(-1, 1, 1, 1) + four.view(1, 1, 4, 1)) * n3 + f3.view(-1, 1, 1, 1)
-                 + four.view(1, 1, 1, 4))
-        coefficients = self.full_triplet_coefficients().reshape(-1)[index]
-        return torch.einsum("ta,tb,tc,tabc->t", b1, b2, b3, coefficients)
+        b1 = dense_basis(torch.linalg.vector_norm(v1, dim=1), self.r_min_3body, self.spacing_3body,
+                         self.n_intervals_3body)
+        b2 = dense_basis(torch.linalg.vector_norm(v2, dim=1), self.r_min_3body, self.spacing_3body,
+                         self.n_intervals_3body)
+        b3 = dense_basis(torch.linalg.vector_norm(v3, dim=1), self.r_min_3body, self.spacing_3body,
+                         self.n_intervals_jk)
+        outer = (b1.unsqueeze(2) * b2.unsqueeze(1)).reshape(-1, n1 * n1)
+        coefficients = self.full_triplet_coefficients().permute(1, 2, 0, 3).reshape(n1 * n1, -1)
+        along_jk = torch.matmul(outer, coefficients).view(-1, self.n_channels, n3)
+        if self.n_channels > 1:
+            along_jk = along_jk.gather(1, channel.view(-1, 1, 1).expand(-1, 1, n3))
+        return (along_jk.squeeze(1) * b3).sum(dim=1)
 
     # -- linear least-squares fit --------------------------------------------------
 
