@@ -15,7 +15,8 @@ _LAZY = {"load_model": ("model", "load_model"), "Model": ("model", "Model"), "ex
 
 
 # Submodules reachable as attributes (``mlmd.md.run``) without an explicit import.
-_SUBMODULES = ("md", "saddle", "openmm", "demo", "train", "data", "generate")
+_SUBMODULES = ("md", "saddle", "openmm", "demo", "train", "data", "generate", "forecast", "forecast_engines",
+               "trajectories")
 
 
 def __getattr__(name):
