@@ -1,0 +1,85 @@
+"""Time one energy+forces call of untrained models of each family and variant, side by side.
+
+Every model is compiled with TorchScript and called on ethanol (9 atoms, open
+boundaries) and on rattled fcc copper cells (4x4x4 = 256 atoms, optionally
+8x8x8 = 2048); the models alternate within each of ``--rounds`` rounds and the
+median per call is printed, with the ratio to the first model. Weights do not
+change the cost, so untrained models suffice.
+
+    python scripts/benchmark_model_calls.py --threads 1 [--rounds 5] [--cu2048]
+"""
+
+import argparse
+import statistics
+import time
+
+import torch
+from ase.build import bulk, molecule
+
+from potentials import FAMILIES
+
+SPECIES = [1, 6, 8, 29]
+VARIANTS = {
+    "equivariant 2 layers": ("equivariant", dict(channels=32, lmax=2, num_layers=2)),
+    "equivariant 3 layers": ("equivariant", dict(channels=32, lmax=2, num_layers=3)),
+    "facet 2 layers": ("facet", dict(channels=32, lmax=2, num_layers=2)),
+    "facet 3 layers, gaunt": ("facet", dict(channels=32, lmax=2, num_layers=3, tensor_product="gaunt")),
+    "facet 3 layers, cg": ("facet", dict(channels=32, lmax=2, num_layers=3, tensor_product="cg")),
+    "spline": ("spline", dict()),
+}
+
+
+def inputs(atoms):
+    return (torch.tensor(atoms.positions, dtype=torch.float32), torch.tensor(atoms.numbers),
+            torch.tensor(atoms.cell.array if atoms.pbc.all() else 20.0 * torch.eye(3).numpy(),
+                         dtype=torch.float32)[None],
+            torch.tensor(atoms.pbc)[None], torch.zeros(len(atoms), dtype=torch.int64))
+
+
+def copper(repeat: int):
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((repeat, repeat, repeat))
+    atoms.rattle(0.05, seed=0)
+    return atoms
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--cu2048", action="store_true", help="also the 2048-atom copper cell (slow)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    systems = {"ethanol": (inputs(molecule("CH3CH2OH")), 10), "cu256": (inputs(copper(4)), 1)}
+    if args.cu2048:
+        systems["cu2048"] = (inputs(copper(8)), 1)
+    torch.manual_seed(0)
+    models = {name: torch.jit.script(FAMILIES[family](SPECIES, **kwargs).eval())
+              for name, (family, kwargs) in VARIANTS.items()}
+    times = {name: {system: [] for system in systems} for name in models}
+    for name, model in models.items():  # warm-up: TorchScript optimises on the first calls
+        for system_inputs, _ in systems.values():
+            for _ in range(3):
+                model(*system_inputs)
+    for _ in range(args.rounds):
+        for name, model in models.items():
+            for system, (system_inputs, calls) in systems.items():
+                start = time.perf_counter()
+                for _ in range(calls):
+                    model(*system_inputs)
+                times[name][system].append((time.perf_counter() - start) / calls)
+    first = next(iter(models))
+    print(f"median ms per energy+forces call, {args.threads} thread(s), {args.rounds} rounds; (x) = speed-up "
+          f"over {first!r}")
+    print(f"{'model':24s}" + "".join(f"{system:>20s}" for system in systems))
+    for name in models:
+        cells = []
+        for system in systems:
+            median = statistics.median(times[name][system])
+            speedup = statistics.median(times[first][system]) / median
+            cells.append(f"{median * 1e3:10.2f} ({speedup:5.2f}x)")
+        print(f"{name:24s}" + "".join(f"{c:>20s}" for c in cells))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
