@@ -82,7 +82,8 @@ def log(message: str) -> None:
 def write_json(path: Path, data) -> None:
     from mlmd.io import atomic_write
 
-    atomic_write(path, json.dumps(data, indent=1, default=float))
+    with atomic_write(path) as stream:
+        stream.write(json.dumps(data, indent=1, default=float))
 
 
 def dataset_file(name: str, given, workdir: Path) -> Path:

@@ -112,3 +112,28 @@ def test_bad_hyperparameters_are_clear_errors():
         FAMILIES["facet"]([1], tensor_product="cgx")
     with pytest.raises(ValueError, match="3 kinds for 2 layers"):
         FAMILIES["facet"]([1], num_layers=2, tensor_product=["gaunt", "cg", "cg"])
+
+
+def test_trained_weights_load_into_a_finer_mixing_grid():
+    """Grid matrices are not weights: a model with a finer mixing grid takes the same state dict
+    (strict) and is closer to rotation invariant while its energy barely moves."""
+    from conformance import evaluate, random_rotation, transformed, SYSTEMS
+
+    torch.manual_seed(3)
+    coarse = FAMILIES["facet"]([1, 6, 8], channels=8, num_layers=2).double().eval()
+    with torch.no_grad():  # larger weights than at initialisation, so the grid's aliasing shows
+        for parameter in coarse.parameters():
+            parameter.mul_(2.0)
+    fine = FAMILIES["facet"]([1, 6, 8], channels=8, num_layers=2, mixing_resolution=(32, 31)).double().eval()
+    fine.load_state_dict(coarse.state_dict(), strict=True)
+    atoms = SYSTEMS["molecule"]()
+    rotation = random_rotation(11)
+    errors = {}
+    for name, model in (("coarse", coarse), ("fine", fine)):
+        before = evaluate(model, [atoms], torch.float64)
+        after = evaluate(model, [transformed(atoms, rotation)], torch.float64)
+        errors[name] = abs(after["forces"] - before["forces"] @ rotation.T).max() / abs(before["forces"]).max()
+    energy = {name: evaluate(model, [atoms], torch.float64)["energy"][0] for name, model in
+              (("coarse", coarse), ("fine", fine))}
+    assert errors["fine"] < errors["coarse"] / 5, errors
+    assert abs(energy["fine"] - energy["coarse"]) < 1e-2 * abs(energy["coarse"]), energy
