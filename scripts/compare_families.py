@@ -161,7 +161,7 @@ def train_mace(args, dataset_name: str, data: Path, directory: Path):
     labels = [dataset.labels[i] for i in split.test]
     return {"model": result["model"], "epochs": result.get("epochs"), "best_epoch": result.get("best_epoch"),
             "train_s": result.get("train_s"), "parameters": result.get("parameters"),
-            "test": benchmark_mace.errors(predictions["energies"], predictions["forces"], frames, labels)}
+            "test": benchmark_mace.errors(predictions["energy"], predictions["forces"], frames, labels)}
 
 
 def parameters_of(model_path: str) -> int:
