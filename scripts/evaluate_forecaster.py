@@ -3,22 +3,32 @@
 Given reference runs (``mlmd generate SYSTEM --trajectory``: HDF5 or extended XYZ, read by
 :func:`mlmd.trajectories.read_trajectory`) and an exported forecaster, prints a table and writes JSON:
 
-1. one-step errors on held-out pairs (frame t -> t + τ_f): MAE and RMSE of the displacement (Å) and of
-   the new velocities (Å/fs), and the RMSE relative to the RMS of the reference;
-2. structure over a CSVR rollout of ``--replicas`` replicas for ``--time``: the pair-distance histogram
-   (the radial distribution function g(r) for periodic systems), bond-length and bond-angle histograms
-   (bonds from covalent radii × 1.2 in the first frame), each compared with the reference as the L1
-   distance between normalised histograms, ∫|p_f - p_ref| dr ∈ [0, 2];
-3. dynamics: velocity autocorrelation C(t) = <v(0)·v(t)>/<v·v> and its spectrum (|FFT|, cm⁻¹), the
-   reference subsampled to the forecaster's interval so both share one Nyquist frequency; mean-square
-   displacement of the unwrapped positions;
-4. temperature: mean and variance of the rollout's kinetic temperature against the canonical
-   Gamma(N_f/2) values <T> = T₀, Var T = 2 T₀²/N_f, and the KS distance;
-5. stability: the interval at which a guard (:func:`mlmd.forecast.guard_problem`: NaN, atoms closer than
-   ``--min-distance``, a temperature above the canonical 1e-9 tail) first trips, or none;
-6. speed in simulated ps per wall-clock second: the forecaster rollout, MD with the reference calculator
-   (``--calculator``, default the one the reference was generated with), and MD with an equivariant
-   potential (``--potential``), all through ``mlmd.md.run``/the rollout engine on ``--device``.
+1. one-step errors on held-out pairs (frame t -> t + τ_f, ``--held-out`` runs, by default the last
+   reference run): MAE and RMSE of the displacement (Å) and of the new velocities (Å/fs), the RMSE
+   relative to the RMS of the reference, and relative to the RMSE of free flight (x + v τ, v' = v);
+2. structure over a CSVR rollout of ``--replicas`` replicas (default: as many as reference runs) of
+   ``--time`` (default: the length of one reference run, so both sample the same total time):
+   the radial distribution function g(r) (periodic systems; minimum image up to half the shortest
+   cell width; max |Δg| beyond the first 1.5 Å), the pair-distance histogram, and for molecules the
+   bond-length and bond-angle histograms (bonds from covalent radii × 1.2 in the first frame), each
+   compared with the reference as the L1 distance between normalised histograms ∫|p_f - p_ref| ∈ [0, 2];
+3. dynamics: velocity autocorrelation C(t) = <v(0)·v(t)>/<v·v> (RMS difference over the lags up to
+   ``--vacf-window``) and its spectrum (|FFT|, cm⁻¹; the reference subsampled to the forecaster's
+   interval so both share one Nyquist frequency); mean-square displacement of the unwrapped positions
+   and the diffusion coefficient D from its slope over the second half of ``--msd-window`` (D ratio);
+4. temperature: mean, variance and KS distance of the kinetic temperature T = 2K/(3N k_B) (the
+   definition the CSVR thermostat controls, N_f = 3N) over a long rollout, against the canonical
+   Gamma(N_f/2) values <T> = T₀, Var T = 2 T₀²/N_f, and against the reference runs' temperatures;
+5. stability: ``--stability-replicas`` replicas rolled out for up to ``--stability-steps`` intervals or
+   ``--stability-minutes`` of wall time, whichever comes first, with the guards of ``mlmd forecast``
+   (:func:`mlmd.forecast.guard_problem`: NaN, atoms closer than ``--min-distance``, a temperature above
+   the canonical 1e-9 tail) after every interval; the interval at which one first trips, or none;
+6. speed in simulated ps per wall-clock second (one replica): the bare forecaster rollout, MD with the
+   reference calculator (``--calculator``, default the one the reference was generated with), MD with
+   an equivariant potential (``--potential FILE``, or ``--equivariant-like``: an untrained
+   ``equivariant`` model with the forecaster's cutoff, channels, lmax and layers), all through
+   ``mlmd.md.run`` (BAOAB) at the reference MD time step on ``--device``; plus the aggregate rate of
+   the batched stability rollout.
 
 Smoke test (small inputs, a minute on one core)::
 
@@ -44,42 +54,58 @@ from mlmd.io import atomic_write
 from mlmd.trajectories import read_trajectory, trajectory_files
 
 SPEED_OF_LIGHT_CM_PER_FS = 2.99792458e-5  # 1/(c · 1 fs) = 33356 cm⁻¹
+A2_PER_FS_TO_CM2_PER_S = 0.1  # 1 Å²/fs = 1e-16 cm² / 1e-15 s
 
 
 # --------------------------------------------------------------------------- one-step errors
 
 
+def _interval_frames(run, forecaster) -> int:
+    k = forecaster.interval_fs / run.frame_interval_fs
+    if abs(k - round(k)) > 1e-6 or round(k) < 1:
+        raise MLMDError(f"{run.source}: the forecaster's interval {forecaster.interval_fs} fs is not a multiple "
+                        f"of the reference frame interval {run.frame_interval_fs} fs")
+    return int(round(k))
+
+
 def one_step_errors(runs, forecaster, max_pairs: int, device: str) -> dict:
-    """Errors of the forecaster's displacement and velocities on reference pairs (t, t + τ_f)."""
-    d_err, v_err, d_ref, v_ref = [], [], [], []
+    """Errors of the forecaster's displacement and velocities on reference pairs (t, t + τ_f), starts spread
+    evenly over each run (neighbouring frames are strongly correlated)."""
+    d_err, v_err, d_ref, v_ref, d_free, v_free = [], [], [], [], [], []
+    n = len(runs[0].atomic_numbers)
     for run in runs:
-        k = forecaster.interval_fs / run.frame_interval_fs
-        if abs(k - round(k)) > 1e-6 or round(k) < 1:
-            raise MLMDError(f"{run.source}: the forecaster's interval {forecaster.interval_fs} fs is not a multiple "
-                            f"of the reference frame interval {run.frame_interval_fs} fs")
-        k = int(round(k))
-        starts = np.arange(0, len(run) - k)[: max(1, max_pairs // len(runs))]
+        k = _interval_frames(run, forecaster)
+        count = min(len(run) - k, max(1, max_pairs // len(runs)))
+        starts = np.unique(np.linspace(0, len(run) - k - 1, count).astype(int))
         for chunk in np.array_split(starts, max(1, len(starts) // 64)):
             b = len(chunk)
             x = torch.as_tensor(run.positions[chunk].reshape(-1, 3), device=device)
             v = torch.as_tensor(run.velocities[chunk].reshape(-1, 3), device=device)
             state = _state(x, v, run, b, device)
+            # The model sees wrapped positions (as in a rollout); displacements are unwrapped.
             out = forecaster.call(state.positions, state.atomic_numbers, state.cell, state.pbc, state.batch,
                                   state.velocities)
             target_d = (run.positions[chunk + k] - run.positions[chunk]).reshape(-1, 3)
             target_v = run.velocities[chunk + k].reshape(-1, 3)
+            v0 = run.velocities[chunk].reshape(-1, 3)
             d_err.append(out["displacement"].detach().cpu().double().numpy() - target_d)
             v_err.append(out["velocities"].detach().cpu().double().numpy() - target_v)
             d_ref.append(target_d)
             v_ref.append(target_v)
+            d_free.append(v0 * forecaster.interval_fs - target_d)
+            v_free.append(v0 - target_v)
     result = {}
-    for name, err, ref, unit in (("displacement", d_err, d_ref, "A"), ("velocity", v_err, v_ref, "A_per_fs")):
-        err, ref = np.concatenate(err), np.concatenate(ref)
+    for name, err, ref, free, unit in (("displacement", d_err, d_ref, d_free, "A"),
+                                       ("velocity", v_err, v_ref, v_free, "A_per_fs")):
+        err, ref, free = np.concatenate(err), np.concatenate(ref), np.concatenate(free)
         rmse = float(np.sqrt(np.mean(err**2)))
         result[f"{name}_mae_{unit}"] = float(np.mean(np.abs(err)))
         result[f"{name}_rmse_{unit}"] = rmse
+        result[f"{name}_reference_rms_{unit}"] = float(np.sqrt(np.mean(ref**2)))
         result[f"{name}_relative_rmse"] = rmse / float(np.sqrt(np.mean(ref**2)))
-    result["pairs"] = int(sum(len(e) for e in d_err) // len(runs[0].atomic_numbers))
+        result[f"{name}_rmse_vs_free_flight"] = rmse / float(np.sqrt(np.mean(free**2)))
+    result["pairs"] = int(sum(len(e) for e in d_err) // n)
+    result["runs"] = [run.source for run in runs]
     return result
 
 
@@ -95,30 +121,38 @@ def _state(x, v, run, replicas: int, device: str, kT: float = 0.0, rate: float =
         seeds=torch.arange(replicas, device=device) + seed)
 
 
-# --------------------------------------------------------------------------- rollout
+def _start_state(runs, forecaster, replicas: int, temperature_K: float, tau_fs: float, device: str, seed: int):
+    """``replicas`` starting frames taken round-robin from the runs, evenly spaced in time."""
+    picks = []
+    for r in range(replicas):
+        run = runs[r % len(runs)]
+        slot, slots = r // len(runs), -(-replicas // len(runs))
+        picks.append((run, int((len(run) - 1) * slot / max(slots, 1))))
+    x = torch.as_tensor(np.concatenate([run.positions[i] for run, i in picks]), device=device)
+    v = torch.as_tensor(np.concatenate([run.velocities[i] for run, i in picks]), device=device)
+    return _state(x, v, runs[0], replicas, device, KB_EV_PER_K * temperature_K, 1.0 / tau_fs, seed)
 
 
-def forecast_rollout(run, forecaster, steps: int, replicas: int, temperature_K: float, tau_fs: float,
-                     min_distance_A: float, device: str) -> dict:
-    """CSVR rollout from ``replicas`` evenly spaced reference frames; frames until the first guard trip."""
-    starts = np.linspace(0, len(run) - 1, replicas).astype(int)
-    x = torch.as_tensor(run.positions[starts].reshape(-1, 3), device=device)
-    v = torch.as_tensor(run.velocities[starts].reshape(-1, 3), device=device)
-    state = _state(x, v, run, replicas, device, KB_EV_PER_K * temperature_K, 1.0 / tau_fs)
-    n = len(run.atomic_numbers)
+# --------------------------------------------------------------------------- rollouts
+
+
+def _guard(state, min_distance_A, bound):
+    kelvin = rollout.kinetic_kT(state) / KB_EV_PER_K
+    return kelvin, guard_problem(state.positions, state.velocities, state.cell, state.pbc, state.batch, kelvin,
+                                 min_distance_A, bound)
+
+
+def forecast_rollout(runs, forecaster, steps: int, replicas: int, temperature_K: float, tau_fs: float,
+                     min_distance_A: float, device: str, seed: int = 0) -> dict:
+    """CSVR rollout from ``replicas`` reference frames, recording every interval (for the observables)."""
+    state = _start_state(runs, forecaster, replicas, temperature_K, tau_fs, device, seed)
+    n = len(runs[0].atomic_numbers)
     bound = default_max_temperature_K(temperature_K, n)
     positions, velocities, temperatures = [state.unwrapped_positions().cpu().numpy()], [state.velocities.cpu().numpy()], []
-    for _ in range(3):  # warm-up calls (TorchScript profiling, the guard's neighbour list) outside the timing
-        forecaster.call(state.positions, state.atomic_numbers, state.cell, state.pbc, state.batch, state.velocities)
-        guard_problem(state.positions, state.velocities, state.cell, state.pbc, state.batch,
-                      rollout.kinetic_kT(state) / KB_EV_PER_K, min_distance_A, bound)
     trip, problem = None, None
-    started = time.perf_counter()
     for step in range(1, steps + 1):
         new = rollout.step(state, forecaster.call, forecaster.interval_fs)
-        kelvin = rollout.kinetic_kT(new) / KB_EV_PER_K
-        problem = guard_problem(new.positions, new.velocities, new.cell, new.pbc, new.batch, kelvin,
-                                min_distance_A, bound)
+        kelvin, problem = _guard(new, min_distance_A, bound)
         if problem:
             trip = step
             break
@@ -126,13 +160,50 @@ def forecast_rollout(run, forecaster, steps: int, replicas: int, temperature_K: 
         positions.append(state.unwrapped_positions().cpu().numpy())
         velocities.append(state.velocities.cpu().numpy())
         temperatures.append(kelvin.cpu().numpy())
-    seconds = time.perf_counter() - started
-    done = len(positions) - 1
     return {"positions": np.array(positions).reshape(-1, replicas, n, 3),
             "velocities": np.array(velocities).reshape(-1, replicas, n, 3),
-            "temperatures_K": np.array(temperatures).reshape(-1), "intervals": done, "guard_step": trip,
-            "guard_problem": problem, "ps_per_second": done * forecaster.interval_fs * FS_PS / seconds
-            if seconds > 0 and done else float("nan")}
+            "temperatures_K": np.array(temperatures).reshape(-1, replicas), "intervals": len(positions) - 1,
+            "guard_step": trip, "guard_problem": problem}
+
+
+def stability_rollout(runs, forecaster, max_steps: int, replicas: int, temperature_K: float, tau_fs: float,
+                      min_distance_A: float, device: str, max_seconds: float, seed: int = 1000) -> dict:
+    """Long CSVR rollout with the guards after every interval; keeps only the temperatures."""
+    state = _start_state(runs, forecaster, replicas, temperature_K, tau_fs, device, seed)
+    n = len(runs[0].atomic_numbers)
+    bound = default_max_temperature_K(temperature_K, n)
+    for _ in range(3):  # warm-up calls (TorchScript profiling, the guard's neighbour list) outside the timing
+        forecaster.call(state.positions, state.atomic_numbers, state.cell, state.pbc, state.batch, state.velocities)
+        _guard(state, min_distance_A, bound)
+    temperatures = np.zeros((max_steps, replicas))
+    trip, problem, done = None, None, 0
+    started = time.perf_counter()
+    for step in range(1, max_steps + 1):
+        new = rollout.step(state, forecaster.call, forecaster.interval_fs)
+        kelvin, problem = _guard(new, min_distance_A, bound)
+        if problem:
+            trip = step
+            break
+        state = new
+        temperatures[step - 1] = kelvin.cpu().numpy()
+        done = step
+        if step % 100 == 0 and time.perf_counter() - started > max_seconds:
+            break
+    seconds = time.perf_counter() - started
+    return {"temperatures_K": temperatures[:done], "intervals": done, "guard_step": trip, "guard_problem": problem,
+            "seconds": seconds, "replicas": replicas, "temperature_bound_K": bound}
+
+
+def forecaster_ps_per_second(runs, forecaster, steps: int, device: str, temperature_K: float, tau_fs: float) -> float:
+    """Simulated ps per wall-clock second of one replica: bare ``rollout.step`` calls with CSVR, no guards."""
+    state = _start_state(runs, forecaster, 1, temperature_K, tau_fs, device, 7)
+    for _ in range(5):
+        state = rollout.step(state, forecaster.call, forecaster.interval_fs)
+    started = time.perf_counter()
+    for _ in range(steps):
+        state = rollout.step(state, forecaster.call, forecaster.interval_fs)
+    float(state.positions.sum())  # synchronise
+    return steps * forecaster.interval_fs * FS_PS / (time.perf_counter() - started)
 
 
 # --------------------------------------------------------------------------- observables
@@ -149,6 +220,14 @@ def pair_distances(frames: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> np.
         _, d = get_distances(x, cell=cell, pbc=pbc)
         out.append(d[upper])
     return np.concatenate(out) if out else np.zeros(0)
+
+
+def rdf(distances: np.ndarray, frames: int, atoms: int, volume: float, bins: np.ndarray) -> np.ndarray:
+    """g(r) from i<j minimum-image distances of ``frames`` frames of ``atoms`` atoms in ``volume`` Å³."""
+    counts, _ = np.histogram(distances, bins=bins)
+    shell = 4.0 / 3.0 * np.pi * (bins[1:] ** 3 - bins[:-1] ** 3)
+    ideal = frames * 0.5 * atoms * (atoms - 1) / volume * shell
+    return counts / ideal
 
 
 def histogram_l1(a: np.ndarray, b: np.ndarray, bins: np.ndarray) -> float:
@@ -205,22 +284,65 @@ def spectrum(correlation: np.ndarray, interval_fs: float):
 
 
 def msd(positions: np.ndarray, max_lag: int) -> np.ndarray:
-    """Mean-square displacement (Å²) at lags 0..max_lag; ``positions [T, R, N, 3]`` unwrapped."""
+    """Mean-square displacement (Å²) at lags 0..max_lag; ``positions [T, R, N, 3]`` unwrapped, the centre of
+    mass of each replica removed."""
+    positions = positions - positions.mean(axis=2, keepdims=True)
     t = positions.shape[0]
     max_lag = min(max_lag, t - 1)
     return np.array([np.mean(np.sum((positions[lag:] - positions[: t - lag]) ** 2, -1)) for lag in range(max_lag + 1)])
 
 
+def diffusion_coefficient(msd_values: np.ndarray, interval_fs: float) -> float:
+    """D (Å²/fs) = slope / 6 of a straight line through the MSD over the second half of its lags."""
+    lags = np.arange(len(msd_values))
+    half = lags >= len(lags) // 2
+    if half.sum() < 2:
+        return float("nan")
+    slope = np.polyfit(lags[half] * interval_fs, msd_values[half], 1)[0]
+    return float(slope / 6.0)
+
+
+def kinetic_temperatures(velocities: np.ndarray, masses_amu: np.ndarray) -> np.ndarray:
+    """T = sum m v² / (3 N k_B) of velocities ``[..., N, 3]`` Å/fs (N_f = 3N, as the thermostat)."""
+    kinetic = 0.5 * np.sum(masses_amu[:, None] * AMU_A2_PER_FS2_EV * velocities**2, axis=(-1, -2))
+    return 2.0 * kinetic / (3 * len(masses_amu) * KB_EV_PER_K)
+
+
 # --------------------------------------------------------------------------- speed of MD
 
 
-def md_ps_per_second(atoms, timestep_fs: float, steps: int, device: str, model=None, calculator=None) -> float:
-    """Simulated ps per wall-clock second of ``mlmd md`` (BAOAB) with a model or an ASE calculator."""
+def md_ps_per_second(atoms, timestep_fs: float, steps: int, device: str, model=None, calculator=None,
+                     temperature_K: float = 300.0) -> float:
+    """Simulated ps per wall-clock second of ``mlmd md`` (BAOAB) with a model or an ASE calculator; a short
+    run first warms the model up (TorchScript profiling) so that the timed run measures steady state."""
     from mlmd.md import run
 
+    if model is not None:
+        from mlmd.model import load_model
+
+        model = load_model(model, device=device)
+        run(atoms, model=model, timestep_fs=timestep_fs, steps=10, stride=10, device=device, plot=False,
+            temperature_K=temperature_K)
     result = run(atoms, model=model, calculator=calculator, timestep_fs=timestep_fs, steps=steps, stride=steps,
-                 device=device if model is not None else "cpu", plot=False)
+                 device=device if model is not None else "cpu", plot=False, temperature_K=temperature_K)
     return result.ns_per_day / 86400.0 * 1e3
+
+
+def untrained_equivariant(metadata: dict, path: Path) -> Path:
+    """Export an untrained ``equivariant`` potential with the forecaster's species, cutoff and width."""
+    from mlmd.model import export_model
+    from potentials import FAMILIES
+
+    config = metadata.get("config", {})
+    keys = ("cutoff", "channels", "lmax", "num_layers", "num_basis", "radial_hidden", "avg_num_neighbors")
+    kwargs = {key: config[key] for key in keys if key in config}
+    kwargs.setdefault("cutoff", metadata["cutoff"])
+    torch.manual_seed(0)
+    module = FAMILIES["equivariant"](species=metadata["species"], **kwargs)
+    if metadata.get("dtype") == "float64":
+        module = module.double()
+    export_model(module, path)
+    return path
 
 
 # --------------------------------------------------------------------------- main
@@ -230,43 +352,75 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("reference", nargs="+", help="reference trajectory files or folders")
     parser.add_argument("--model", required=True, help="exported forecaster")
+    parser.add_argument("--held-out", nargs="+", help="runs for the one-step errors (default: the last reference run)")
     parser.add_argument("--potential", help="an equivariant (or any mlmd) potential to time MD with")
+    parser.add_argument("--equivariant-like", action="store_true",
+                        help="time MD with an untrained equivariant potential of the forecaster's width")
     parser.add_argument("--calculator", help="reference calculator for MD timing (default: the reference's)")
-    parser.add_argument("--time", default="10ps", help="rollout length (default 10ps)")
-    parser.add_argument("--replicas", type=int, default=4)
+    parser.add_argument("--time", help="rollout length for the observables (default: one reference run)")
+    parser.add_argument("--replicas", type=int, help="rollout replicas (default: the number of reference runs)")
     parser.add_argument("--temperature", type=float, help="CSVR target in K (default: the reference's)")
-    parser.add_argument("--tau", default="1ps", help="CSVR relaxation time (default 1ps)")
+    parser.add_argument("--tau", help="CSVR relaxation time (default: the reference's, else 1ps)")
     parser.add_argument("--min-distance", type=float, default=0.5, help="overlap guard in Å (default 0.5)")
-    parser.add_argument("--pairs", type=int, default=512, help="held-out pairs for one-step errors")
-    parser.add_argument("--md-steps", type=int, default=50, help="MD steps timed per engine (default 50)")
+    parser.add_argument("--pairs", type=int, default=1024, help="held-out pairs for one-step errors")
+    parser.add_argument("--stability-steps", type=int, default=100_000, help="intervals of the stability run")
+    parser.add_argument("--stability-replicas", type=int, default=8)
+    parser.add_argument("--stability-minutes", type=float, default=10.0, help="wall-time cap of the stability run")
+    parser.add_argument("--speed-steps", type=int, default=200, help="forecaster intervals timed (one replica)")
+    parser.add_argument("--md-steps", type=int, default=200, help="MD steps timed per engine (default 200)")
     parser.add_argument("--max-frames", type=int, default=500, help="frames used for histograms")
+    parser.add_argument("--vacf-window", default="1ps", help="VACF lags compared (default 1ps)")
+    parser.add_argument("--msd-window", default="2ps", help="MSD lags for the diffusion coefficient (default 2ps)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default="forecaster_evaluation.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    wall = time.perf_counter()
 
     runs = [read_trajectory(path) for path in trajectory_files(args.reference)]
+    held_out = [read_trajectory(path) for path in trajectory_files(args.held_out)] if args.held_out else runs[-1:]
     forecaster = load_forecaster(args.model, device=args.device)
-    reference = runs[0]
-    temperature_K = args.temperature or float(reference.settings.get("temperature_K", 300.0))
-    tau_fs, total_fs = parse_time_fs(args.tau), parse_time_fs(args.time)
-    steps = max(1, int(round(total_fs / forecaster.interval_fs)))
-    k = int(round(forecaster.interval_fs / reference.frame_interval_fs))
-    n = len(reference.atomic_numbers)
-    report = {"model": str(args.model), "reference": [run.source for run in runs], "interval_fs": forecaster.interval_fs,
-              "reference_frame_interval_fs": reference.frame_interval_fs, "atoms": n,
-              "temperature_K": temperature_K, "tau_fs": tau_fs}
+    from mlmd.model import load_model
 
-    report["one_step"] = one_step_errors(runs, forecaster, args.pairs, args.device)
-    roll = forecast_rollout(reference, forecaster, steps, args.replicas, temperature_K, tau_fs, args.min_distance,
-                            args.device)
-    report["stability"] = {"intervals_requested": steps, "intervals_done": roll["intervals"],
-                           "guard_step": roll["guard_step"], "guard_problem": roll["guard_problem"],
-                           "stable_ps": roll["intervals"] * forecaster.interval_fs * FS_PS}
+    metadata = load_model(args.model, device=args.device).metadata
+    reference = runs[0]
+    settings = reference.settings
+    temperature_K = args.temperature or float(settings.get("temperature_K", 300.0))
+    friction = float(settings.get("friction_per_ps", 1.0) or 1.0)
+    tau_fs = parse_time_fs(args.tau) if args.tau else 1000.0 / friction
+    shortest = min(len(run) for run in runs)
+    total_fs = parse_time_fs(args.time) if args.time else (shortest - 1) * reference.frame_interval_fs
+    replicas = args.replicas or len(runs)
+    steps = max(1, int(round(total_fs / forecaster.interval_fs)))
+    k = _interval_frames(reference, forecaster)
+    n = len(reference.atomic_numbers)
+    periodic = bool(reference.pbc.any())
+    report = {"model": str(args.model), "reference": [run.source for run in runs], "interval_fs": forecaster.interval_fs,
+              "interval_steps": int(round(forecaster.interval_fs / reference.timestep_fs)),
+              "reference_timestep_fs": reference.timestep_fs,
+              "reference_frame_interval_fs": reference.frame_interval_fs, "atoms": n,
+              "system": settings.get("system"), "config": settings.get("config"),
+              "calculator": settings.get("calculator"),
+              "temperature_K": temperature_K, "tau_fs": tau_fs,
+              "model_config": metadata.get("config", {}),
+              "reference_runs": len(runs), "reference_run_ps": (shortest - 1) * reference.frame_interval_fs * FS_PS,
+              "rollout_replicas": replicas, "rollout_ps": steps * forecaster.interval_fs * FS_PS}
+    if periodic:
+        report["density_atoms_per_A3"] = n / abs(float(np.linalg.det(reference.cell)))
+        report["density_g_per_cm3"] = float(np.sum(reference.masses)) * 1.66053906660 / abs(float(np.linalg.det(reference.cell)))
+
+    print(f"one-step errors on {len(held_out)} held-out run(s) ...", flush=True)
+    report["one_step"] = one_step_errors(held_out, forecaster, args.pairs, args.device)
+
+    print(f"rollout: {replicas} replicas x {steps} intervals ...", flush=True)
+    roll = forecast_rollout(runs, forecaster, steps, replicas, temperature_K, tau_fs, args.min_distance, args.device,
+                            args.seed)
+    report["rollout_guard"] = {"intervals_done": roll["intervals"], "guard_step": roll["guard_step"],
+                               "guard_problem": roll["guard_problem"]}
 
     # Reference frames at the forecaster's interval, as [T, runs, N, 3] (runs cut to the shortest).
-    shortest = min(len(run) for run in runs)
     ref_x = np.stack([run.positions[:shortest:k] for run in runs], axis=1)
     ref_v = np.stack([run.velocities[:shortest:k] for run in runs], axis=1)
     frames_f = roll["positions"][1:].reshape(-1, n, 3)
@@ -274,12 +428,31 @@ def main(argv=None) -> int:
     pick = lambda frames: frames[np.linspace(0, len(frames) - 1, min(args.max_frames, len(frames))).astype(int)] \
         if len(frames) else frames
     frames_f, frames_r = pick(frames_f), pick(frames_r)
-    structure = {}
-    r_max = 6.0 if not reference.pbc.any() else min(6.0, 0.5 * float(np.min(np.linalg.norm(reference.cell, axis=1))))
-    bins = np.linspace(0.5, r_max, 111)
-    structure["pair_distance_l1"] = histogram_l1(pair_distances(frames_f, reference.cell, reference.pbc),
-                                                 pair_distances(frames_r, reference.cell, reference.pbc), bins)
-    if not reference.pbc.any():
+    structure = {"frames": [len(frames_f), len(frames_r)]}
+    if periodic:
+        cell = reference.cell
+        volume = abs(float(np.linalg.det(cell)))
+        widths = [volume / np.linalg.norm(np.cross(cell[(i + 1) % 3], cell[(i + 2) % 3])) for i in range(3)]
+        r_max = 0.5 * min(widths)
+    else:
+        r_max, volume = 6.0, None
+    bins = np.linspace(0.5, r_max, int(round((r_max - 0.5) / 0.05)) + 1)
+    dist_f = pair_distances(frames_f, reference.cell, reference.pbc)
+    dist_r = pair_distances(frames_r, reference.cell, reference.pbc)
+    structure["pair_distance_l1"] = histogram_l1(dist_f, dist_r, bins)
+    if periodic:
+        g_f = rdf(dist_f, len(frames_f), n, volume, bins)
+        g_r = rdf(dist_r, len(frames_r), n, volume, bins)
+        centres = 0.5 * (bins[1:] + bins[:-1])
+        beyond = centres > 1.5
+        structure.update({
+            "rdf_r_max_A": float(r_max), "rdf_bin_A": float(bins[1] - bins[0]),
+            "rdf_max_abs_difference": float(np.max(np.abs(g_f - g_r)[beyond])) if len(frames_f) else math.nan,
+            "rdf_first_peak_A": [float(centres[np.argmax(g_f)]) if len(frames_f) else math.nan,
+                                 float(centres[np.argmax(g_r)])],
+            "rdf_first_peak_height": [float(np.max(g_f)) if len(frames_f) else math.nan, float(np.max(g_r))],
+            "rdf": {"r_A": centres.tolist(), "forecaster": g_f.tolist(), "reference": g_r.tolist()}})
+    else:
         pairs, triplets = bonds_and_angles(reference.atomic_numbers, reference.positions[0])
         lengths_f, angles_f = bond_samples(frames_f, pairs, triplets)
         lengths_r, angles_r = bond_samples(frames_r, pairs, triplets)
@@ -288,54 +461,98 @@ def main(argv=None) -> int:
             "bond_length_l1": histogram_l1(lengths_f, lengths_r, np.linspace(0.7, 2.0, 131)),
             "bond_angle_l1": histogram_l1(angles_f, angles_r, np.linspace(60, 180, 121)),
             "bond_length_mean_A": [float(np.mean(lengths_f)) if len(lengths_f) else math.nan, float(np.mean(lengths_r))],
-            "bond_length_std_A": [float(np.std(lengths_f)) if len(lengths_f) else math.nan, float(np.std(lengths_r))]})
+            "bond_length_std_A": [float(np.std(lengths_f)) if len(lengths_f) else math.nan, float(np.std(lengths_r))],
+            "bond_angle_mean_deg": [float(np.mean(angles_f)) if len(angles_f) else math.nan, float(np.mean(angles_r))],
+            "bond_angle_std_deg": [float(np.std(angles_f)) if len(angles_f) else math.nan, float(np.std(angles_r))]})
     report["structure"] = structure
 
-    lags = max(2, min(200, roll["positions"].shape[0] // 2, ref_v.shape[0] // 2))
-    c_f, c_r = vacf(roll["velocities"], lags), vacf(ref_v, lags)
-    freq_f, power_f = spectrum(c_f, forecaster.interval_fs)
-    freq_r, power_r = spectrum(c_r, forecaster.interval_fs)
-    m = min(len(power_f), len(power_r))
-    msd_f, msd_r = msd(roll["positions"], lags), msd(ref_x, lags)
+    available = min(roll["positions"].shape[0], ref_v.shape[0])
+    vacf_lags = max(2, min(int(round(parse_time_fs(args.vacf_window) / forecaster.interval_fs)), available // 2))
+    msd_lags = max(2, min(int(round(parse_time_fs(args.msd_window) / forecaster.interval_fs)), available // 2))
+    c_f, c_r = vacf(roll["velocities"], vacf_lags), vacf(ref_v, vacf_lags)
+    m_c = min(len(c_f), len(c_r))
+    freq_f, power_f = spectrum(c_f[:m_c], forecaster.interval_fs)
+    freq_r, power_r = spectrum(c_r[:m_c], forecaster.interval_fs)
+    msd_f, msd_r = msd(roll["positions"], msd_lags), msd(ref_x, msd_lags)
     m_msd = min(len(msd_f), len(msd_r))
+    # A diffusion coefficient only for periodic systems (an isolated molecule's MSD plateaus).
+    d_f, d_r = (diffusion_coefficient(msd_f[:m_msd], forecaster.interval_fs),
+                diffusion_coefficient(msd_r[:m_msd], forecaster.interval_fs)) if periodic else (math.nan, math.nan)
     report["dynamics"] = {
-        "vacf_lags": int(min(len(c_f), len(c_r))),
-        "vacf_rmse": float(np.sqrt(np.mean((c_f[: len(c_r)] - c_r[: len(c_f)]) ** 2))),
+        "vacf_lags": int(m_c), "vacf_window_fs": float((m_c - 1) * forecaster.interval_fs),
+        "vacf_rms_difference": float(np.sqrt(np.mean((c_f[:m_c] - c_r[:m_c]) ** 2))),
+        "vacf_max_abs_difference": float(np.max(np.abs(c_f[:m_c] - c_r[:m_c]))),
         "spectrum_peak_cm1": [float(freq_f[np.argmax(power_f[1:]) + 1]), float(freq_r[np.argmax(power_r[1:]) + 1])],
-        "spectrum_l1": float(np.sum(np.abs(power_f[:m] / power_f[:m].sum() - power_r[:m] / power_r[:m].sum()))),
-        "nyquist_cm1": float(freq_f[-1]),
+        "spectrum_l1": float(np.sum(np.abs(power_f / power_f.sum() - power_r / power_r.sum()))),
+        "nyquist_cm1": float(freq_f[-1]), "spectrum_resolution_cm1": float(freq_f[1]),
         "msd_at_max_lag_A2": [float(msd_f[m_msd - 1]), float(msd_r[m_msd - 1])],
         "msd_lag_fs": float((m_msd - 1) * forecaster.interval_fs),
+        "diffusion_cm2_per_s": [d_f * A2_PER_FS_TO_CM2_PER_S, d_r * A2_PER_FS_TO_CM2_PER_S],
+        "diffusion_ratio": d_f / d_r if d_r and math.isfinite(d_r) else math.nan,
         "vacf": {"forecaster": c_f.tolist(), "reference": c_r.tolist()},
+        "spectrum": {"cm1": freq_f.tolist(), "forecaster": power_f.tolist(), "reference": power_r.tolist()},
         "msd_A2": {"forecaster": msd_f.tolist(), "reference": msd_r.tolist()}}
 
-    temperatures = roll["temperatures_K"][len(roll["temperatures_K"]) // 5:]  # drop the first 20 %
+    print(f"stability: {args.stability_replicas} replicas, up to {args.stability_steps} intervals or "
+          f"{args.stability_minutes} min ...", flush=True)
+    stable = stability_rollout(runs, forecaster, args.stability_steps, args.stability_replicas, temperature_K, tau_fs,
+                               args.min_distance, args.device, 60.0 * args.stability_minutes, args.seed + 1000)
+    report["stability"] = {
+        "replicas": stable["replicas"], "intervals_requested": args.stability_steps,
+        "intervals_done": stable["intervals"], "replica_intervals": stable["replicas"] * stable["intervals"],
+        "guard_step": stable["guard_step"], "guard_problem": stable["guard_problem"],
+        "stable_ps_per_replica": stable["intervals"] * forecaster.interval_fs * FS_PS,
+        "stable_ps_total": stable["replicas"] * stable["intervals"] * forecaster.interval_fs * FS_PS,
+        "reference_md_steps_equivalent_per_replica": stable["intervals"] * int(round(forecaster.interval_fs / reference.timestep_fs)),
+        "temperature_bound_K": stable["temperature_bound_K"], "wall_s": stable["seconds"],
+        "min_distance_A": args.min_distance}
+
+    temperatures = stable["temperatures_K"][len(stable["temperatures_K"]) // 5:].reshape(-1)  # drop the first 20 %
+    ref_t = kinetic_temperatures(np.concatenate([run.velocities for run in runs]), reference.masses)
     dof = 3 * n
     if len(temperatures) > 1:
         from scipy import stats
 
         canonical = stats.gamma(dof / 2, scale=2 * temperature_K / dof)
-        report["temperature"] = {"mean_K": float(np.mean(temperatures)), "canonical_mean_K": temperature_K,
-                                 "variance_K2": float(np.var(temperatures)),
-                                 "canonical_variance_K2": 2 * temperature_K**2 / dof,
-                                 "ks_distance": float(stats.kstest(temperatures, canonical.cdf).statistic),
-                                 "samples": int(len(temperatures))}
+        report["temperature"] = {
+            "definition": "T = 2K/(3N k_B)", "dof": dof,
+            "mean_K": float(np.mean(temperatures)), "canonical_mean_K": temperature_K,
+            "reference_mean_K": float(np.mean(ref_t)),
+            "variance_K2": float(np.var(temperatures)), "canonical_variance_K2": 2 * temperature_K**2 / dof,
+            "reference_variance_K2": float(np.var(ref_t)),
+            "ks_distance": float(stats.kstest(temperatures, canonical.cdf).statistic),
+            "reference_ks_distance": float(stats.kstest(ref_t, canonical.cdf).statistic),
+            "ks_distance_vs_reference": float(stats.ks_2samp(temperatures, ref_t).statistic),
+            "samples": int(len(temperatures)), "reference_samples": int(len(ref_t))}
 
     from ase import Atoms
 
-    atoms = Atoms(numbers=reference.atomic_numbers, positions=reference.positions[0], cell=reference.cell,
+    atoms = Atoms(numbers=reference.atomic_numbers, positions=reference.positions[-1], cell=reference.cell,
                   pbc=reference.pbc, masses=reference.masses)
-    speed = {"forecaster_ps_per_s": roll["ps_per_second"]}
-    calculator = args.calculator or reference.settings.get("calculator")
+    atoms.set_velocities(reference.velocities[-1] / 0.09822694788464063)  # Å/fs -> ASE velocity units
+    print("speed ...", flush=True)
+    speed = {"md_timestep_fs": reference.timestep_fs,
+             "forecaster_ps_per_s": forecaster_ps_per_second(runs, forecaster, args.speed_steps, args.device,
+                                                             temperature_K, tau_fs),
+             "forecaster_batched_aggregate_ps_per_s": stable["replicas"] * stable["intervals"] * forecaster.interval_fs
+             * FS_PS / stable["seconds"] if stable["seconds"] > 0 else math.nan,
+             "forecaster_batched_replicas": stable["replicas"]}
+    calculator = args.calculator or settings.get("calculator")
     if calculator and args.md_steps > 0:
         speed["reference_md_ps_per_s"] = md_ps_per_second(atoms, reference.timestep_fs, args.md_steps, args.device,
-                                                          calculator=calculator)
+                                                          calculator=calculator, temperature_K=temperature_K)
         speed["reference_calculator"] = calculator
-    if args.potential and args.md_steps > 0:
+        speed["speedup_vs_reference_md"] = speed["forecaster_ps_per_s"] / speed["reference_md_ps_per_s"]
+    potential = args.potential
+    if potential is None and args.equivariant_like:
+        potential = untrained_equivariant(metadata, Path(args.json).with_suffix(".equivariant.pt"))
+    if potential and args.md_steps > 0:
         speed["potential_md_ps_per_s"] = md_ps_per_second(atoms, reference.timestep_fs, args.md_steps, args.device,
-                                                          model=args.potential)
-    speed["md_timestep_fs"] = reference.timestep_fs
+                                                          model=potential, temperature_K=temperature_K)
+        speed["potential"] = str(potential)
+        speed["speedup_vs_potential_md"] = speed["forecaster_ps_per_s"] / speed["potential_md_ps_per_s"]
     report["speed"] = speed
+    report["evaluation_wall_s"] = time.perf_counter() - wall
 
     _print_table(report)
     with atomic_write(args.json) as stream:
@@ -349,29 +566,42 @@ def _print_table(report: dict) -> None:
     one = report["one_step"]
     rows += [("one-step displacement RMSE (Å)", f"{one['displacement_rmse_A']:.4g}"),
              ("one-step displacement relative RMSE", f"{one['displacement_relative_rmse']:.3g}"),
+             ("one-step displacement RMSE / free flight", f"{one['displacement_rmse_vs_free_flight']:.3g}"),
              ("one-step velocity RMSE (Å/fs)", f"{one['velocity_rmse_A_per_fs']:.4g}"),
              ("one-step velocity relative RMSE", f"{one['velocity_relative_rmse']:.3g}"),
+             ("one-step velocity RMSE / free flight", f"{one['velocity_rmse_vs_free_flight']:.3g}"),
              ("held-out pairs", str(one["pairs"]))]
-    stability = report["stability"]
-    rows.append(("stable rollout (ps)", f"{stability['stable_ps']:.4g}" + (
-        f" (guard at interval {stability['guard_step']}: {stability['guard_problem']})"
-        if stability["guard_step"] else " (no guard tripped)")))
+    guard = report["rollout_guard"]
+    rows.append(("observable rollout", f"{guard['intervals_done']} intervals" + (
+        f" (guard at interval {guard['guard_step']}: {guard['guard_problem']})" if guard["guard_step"] else "")))
     for key, value in report["structure"].items():
+        if key == "rdf":
+            continue
         rows.append((f"structure: {key}", json.dumps(value, default=float) if isinstance(value, list) else
                      f"{value:.4g}" if isinstance(value, float) else str(value)))
     dynamics = report["dynamics"]
-    rows += [("VACF RMSE (forecaster vs reference)", f"{dynamics['vacf_rmse']:.3g}"),
+    rows += [(f"VACF RMS difference over {dynamics['vacf_window_fs']:.0f} fs", f"{dynamics['vacf_rms_difference']:.3g}"),
+             ("VACF max abs difference", f"{dynamics['vacf_max_abs_difference']:.3g}"),
              ("spectrum peak cm⁻¹ (forecaster, reference)",
               ", ".join(f"{v:.0f}" for v in dynamics["spectrum_peak_cm1"]) + f" (Nyquist {dynamics['nyquist_cm1']:.0f})"),
              ("spectrum L1", f"{dynamics['spectrum_l1']:.3g}"),
              (f"MSD at {dynamics['msd_lag_fs']:.0f} fs (Å², forecaster, reference)",
-              ", ".join(f"{v:.4g}" for v in dynamics["msd_at_max_lag_A2"]))]
+              ", ".join(f"{v:.4g}" for v in dynamics["msd_at_max_lag_A2"])),
+             ("D (cm²/s, forecaster, reference)", ", ".join(f"{v:.3g}" for v in dynamics["diffusion_cm2_per_s"])),
+             ("D ratio", f"{dynamics['diffusion_ratio']:.3g}")]
+    stability = report["stability"]
+    rows.append(("stability", f"{stability['replicas']} replicas x {stability['intervals_done']} intervals "
+                 f"({stability['stable_ps_per_replica']:.4g} ps each)" + (
+                     f", guard at interval {stability['guard_step']}: {stability['guard_problem']}"
+                     if stability["guard_step"] else ", no guard tripped")))
     if "temperature" in report:
         t = report["temperature"]
-        rows += [("temperature mean K (rollout, canonical)", f"{t['mean_K']:.1f}, {t['canonical_mean_K']:.1f}"),
-                 ("temperature variance K² (rollout, canonical)",
-                  f"{t['variance_K2']:.4g}, {t['canonical_variance_K2']:.4g}"),
-                 ("temperature KS distance", f"{t['ks_distance']:.3g} ({t['samples']} samples)")]
+        rows += [("temperature mean K (rollout, reference, canonical)",
+                  f"{t['mean_K']:.1f}, {t['reference_mean_K']:.1f}, {t['canonical_mean_K']:.1f}"),
+                 ("temperature variance K² (rollout, reference, canonical)",
+                  f"{t['variance_K2']:.4g}, {t['reference_variance_K2']:.4g}, {t['canonical_variance_K2']:.4g}"),
+                 ("temperature KS vs Gamma (rollout, reference)", f"{t['ks_distance']:.3g}, {t['reference_ks_distance']:.3g}"),
+                 ("temperature KS rollout vs reference", f"{t['ks_distance_vs_reference']:.3g} ({t['samples']} samples)")]
     for key, value in report["speed"].items():
         rows.append((f"speed: {key}", f"{value:.4g}" if isinstance(value, float) else str(value)))
     width = max(len(name) for name, _ in rows)
