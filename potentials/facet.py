@@ -58,7 +58,7 @@ from torch import Tensor
 from . import register_family
 from .base import Potential
 from .equivariant import eager_e3nn, natural_irreps, polynomial_envelope
-from .gaunt import from_grid_matrix, grid_resolution, quadrature_grid_matrices, to_grid_matrix
+from .gaunt import from_grid_matrix, quadrature_grid_matrices, to_grid_matrix
 from .spline import dense_basis
 
 # Relative equivariance error of SphereGridMixing on its default grid, max |Mix(Dx) - D Mix(x)| / max |Mix(x)|
@@ -70,10 +70,10 @@ MIXING_EQUIVARIANCE_BOUND = 1e-2
 
 
 def mixing_resolution(lmax: int) -> Tuple[int, int]:
-    """Default mixing grid ``(res_beta, res_alpha) = (8 L, 8 L - 1)``: four times the exact rule for degree ``L``.
+    """Default mixing grid ``(res_beta, res_alpha) = (8 L, 8 L - 1)``, chosen by measurement.
 
-    A pointwise MLP of a degree-``L`` signal is not band-limited; this grid
-    keeps its aliasing under :data:`MIXING_EQUIVARIANCE_BOUND`.
+    A pointwise MLP of a degree-``L`` signal is not band-limited, so no grid is
+    exact; this one keeps the aliasing under :data:`MIXING_EQUIVARIANCE_BOUND`.
     """
     return max(8 * lmax, 2), max(8 * lmax - 1, 1)
 

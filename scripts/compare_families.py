@@ -35,12 +35,10 @@ be run in parts (``--models facet``) and rerun to only print::
 
 import argparse
 import json
-import math
 import os
 import shutil
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
