@@ -34,8 +34,8 @@ import numpy as np
 
 from .cli import Command
 from .constants import AMU_A2_PER_FS2_EV, FS_NS, FS_PS, KB_EV_PER_K, SECONDS_PER_DAY
-from .errors import InputFileError, MLMDError
-from .io import PathLike, atomic_path, atomic_write
+from .errors import MLMDError
+from .io import PathLike, atomic_write, load_restart, save_restart
 
 LOG_HEADER = ("step", "time_fs", "ekin_eV", "temperature_K")
 RESTART_FORMAT = "mlmd forecast restart"
@@ -238,16 +238,13 @@ class _Outputs:
             self.writer.write(positions_A, int(row[0]), float(row[1]), cell_A)
 
     def checkpoint(self, payload: dict) -> None:
-        import torch
-
         if self.writer is not None:
             self.writer.flush()
         if self.restart_file is not None:
-            payload = {"format": RESTART_FORMAT, "version": 1, "log_rows": list(self.rows),
-                       "trajectory_frames": self.writer.frames if self.writer is not None else 0,
-                       **self.extra, **payload}
-            with atomic_path(self.restart_file) as temporary:
-                torch.save(payload, temporary)
+            save_restart(self.restart_file, RESTART_FORMAT,
+                         {"log_rows": list(self.rows),
+                          "trajectory_frames": self.writer.frames if self.writer is not None else 0,
+                          **self.extra, **payload})
         if self.log is not None:
             with atomic_write(self.log) as stream:
                 stream.write(",".join(self.header) + "\n")
@@ -286,25 +283,6 @@ def save_state_xyz(path: PathLike, atoms, positions_A: np.ndarray, velocities_A_
         frames.append(frame)
     write_frames(path, frames)
     return Path(path)
-
-
-def _load_restart(path: PathLike) -> dict:
-    import zipfile
-
-    import torch
-
-    from .io import require_file
-
-    path = require_file(path, "restart file")
-    if not zipfile.is_zipfile(path):
-        raise InputFileError(f"restart file {path} is not an mlmd forecast restart file (corrupt or another kind)")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, ValueError, OSError, EOFError) as exc:
-        raise InputFileError(f"restart file {path} could not be read ({type(exc).__name__}); it is corrupt") from exc
-    if not isinstance(data, dict) or data.get("format") != RESTART_FORMAT:
-        raise InputFileError(f"restart file {path} is not an mlmd forecast restart file")
-    return data
 
 
 # --------------------------------------------------------------------------- the run
@@ -377,7 +355,7 @@ def run(structure, model, *, time: Union[str, float, None] = None, steps: Option
     fixed = fixed_atoms_mask(atoms, "mlmd forecast")
     if max_temperature_K is None:
         max_temperature_K = default_max_temperature_K(temperature_K, int(np.count_nonzero(~fixed)))
-    restart_data = _load_restart(restart) if restart is not None else None
+    restart_data = load_restart(restart, RESTART_FORMAT) if restart is not None else None
     seeds = [seed + k for k in range(replicas)]
     as_tensor = lambda array, dtype=torch.float64: torch.as_tensor(np.array(array), dtype=dtype, device=device)
     if restart_data is None:

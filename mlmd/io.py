@@ -103,3 +103,32 @@ def write_frames(path: PathLike, frames: List, format: str = "extxyz") -> None:
 
     with atomic_path(path) as temporary:
         write(temporary, frames, format=format)
+
+
+def save_restart(path: PathLike, format_name: str, payload: dict) -> None:
+    """Write ``{"format": format_name, "version": 1, **payload}`` with torch.save, atomically."""
+    import torch
+
+    with atomic_path(path) as temporary:
+        torch.save({"format": format_name, "version": 1, **payload}, temporary)
+
+
+def load_restart(path: PathLike, format_name: str) -> dict:
+    """Read a file written by :func:`save_restart` with this ``format_name`` (e.g. ``"mlmd md restart"``).
+
+    A missing, corrupt or foreign file is an InputFileError naming the kind of file expected.
+    """
+    import zipfile
+
+    import torch
+
+    path = require_file(path, "restart file")
+    if not zipfile.is_zipfile(path):
+        raise InputFileError(f"restart file {path} is not an {format_name} file (corrupt or another kind of file)")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, ValueError, OSError, EOFError) as exc:
+        raise InputFileError(f"restart file {path} could not be read ({type(exc).__name__}); it is corrupt") from exc
+    if not isinstance(data, dict) or data.get("format") != format_name:
+        raise InputFileError(f"restart file {path} is not an {format_name} file")
+    return data

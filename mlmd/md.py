@@ -51,7 +51,6 @@ import math
 import os
 import sys
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
@@ -72,7 +71,7 @@ from .constants import (
     SECONDS_PER_DAY,
 )
 from .errors import InputFileError, MLMDError
-from .io import PathLike, atomic_path, atomic_write, require_file
+from .io import PathLike, atomic_path, atomic_write, load_restart, save_restart
 
 ENGINES = ("torch", "openmm")
 LOG_HEADER = ("step", "time_fs", "epot_eV", "ekin_eV", "temperature_K")
@@ -521,13 +520,9 @@ class _Outputs:
         if self.writer is not None:
             self.writer.flush()
         if self.restart_file is not None:
-            import torch
-
-            payload = {"format": RESTART_FORMAT, "version": 1,
-                       "trajectory_frames": self.writer.frames if self.writer is not None else 0,
-                       **self.extra, **payload}
-            with atomic_path(self.restart_file) as temporary:
-                torch.save(payload, temporary)
+            save_restart(self.restart_file, RESTART_FORMAT,
+                         {"trajectory_frames": self.writer.frames if self.writer is not None else 0,
+                          **self.extra, **payload})
         self._write_log()
 
     def _write_log(self) -> None:
@@ -593,21 +588,6 @@ def _plot(rows: np.ndarray, path: Path, temperature_K: float) -> Path:
 
 
 # --------------------------------------------------------------------------- the run
-
-
-def _load_restart(path: PathLike) -> dict:
-    import torch
-
-    path = require_file(path, "restart file")
-    if not zipfile.is_zipfile(path):
-        raise InputFileError(f"restart file {path} is not an mlmd md restart file (corrupt or another kind of file)")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, ValueError, OSError, EOFError) as exc:
-        raise InputFileError(f"restart file {path} could not be read ({type(exc).__name__}); it is corrupt") from exc
-    if not isinstance(data, dict) or data.get("format") != RESTART_FORMAT:
-        raise InputFileError(f"restart file {path} is not an mlmd md restart file")
-    return data
 
 
 def _instability(snapshot: _Snapshot, previous: Optional[_Snapshot], n_atoms: int, limit: float) -> Optional[str]:
@@ -719,7 +699,7 @@ def run(structure, model=None, calculator=None, *, engine: str = "torch", integr
         check_atoms(atoms, source="mlmd md")
     else:
         atoms = read_structure(structure)
-    restart_data = _load_restart(restart) if restart is not None else None
+    restart_data = load_restart(restart, RESTART_FORMAT) if restart is not None else None
     if restart_data is not None:
         _check_restart(restart_data, restart, engine, replicas, atoms)
 
