@@ -10,7 +10,7 @@ where the cell and positions are deformed by the symmetric strain
 ``(I + epsilon)``. A family implements :meth:`atomic_energies` only.
 """
 
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -35,6 +35,21 @@ def lookup_species(table: Tensor, species: List[int], atomic_numbers: Tensor) ->
         raise ValueError("the structure contains an element (atomic number " + str(z) + ") that this model "
                          "was not trained on (it knows " + str(species) + "); use a model trained on it")
     return index
+
+
+class Configurable:
+    """A family rebuilt from its constructor arguments: ``__init__`` stores them in ``self._config``.
+
+    ``config()`` is what checkpoints and model files store; ``from_config`` rebuilds the model from it.
+    """
+
+    def config(self) -> Dict[str, Any]:
+        """Constructor arguments that rebuild this model (stored in checkpoints and model files)."""
+        return dict(self._config)
+
+    @classmethod
+    def from_config(cls, config: Dict[str, Any]):
+        return cls(**config)
 
 
 class Potential(torch.nn.Module):

@@ -30,7 +30,7 @@ from e3nn.nn import FullyConnectedNet
 from torch import Tensor
 
 from . import register_family
-from .base import Potential
+from .base import Configurable, Potential
 
 
 @contextmanager
@@ -155,7 +155,7 @@ class InteractionBlock(torch.nn.Module):
 
 
 @register_family("equivariant")
-class EquivariantPotential(Potential):
+class EquivariantPotential(Configurable, Potential):
     """E(3)-equivariant message-passing potential; hyperparameters as in :meth:`config`.
 
     ``species`` are atomic numbers; ``cutoff`` in Å; ``atomic_energies_ref``
@@ -222,14 +222,6 @@ class EquivariantPotential(Potential):
                                                     torch.nn.Linear(readout_hidden, 1)))
         self.blocks = torch.nn.ModuleList(blocks)
         self.readouts = torch.nn.ModuleList(readouts)
-
-    def config(self) -> Dict[str, Any]:
-        """Constructor arguments that rebuild this model (stored in checkpoints and model files)."""
-        return dict(self._config)
-
-    @classmethod
-    def from_config(cls, config: Dict[str, Any]) -> "EquivariantPotential":
-        return cls(**config)
 
     def atomic_energies(self, positions: Tensor, species: Tensor, edge_index: Tensor, edge_vectors: Tensor,
                         batch: Tensor) -> Tensor:

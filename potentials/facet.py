@@ -56,7 +56,7 @@ from e3nn import o3
 from torch import Tensor
 
 from . import register_family
-from .base import Potential
+from .base import Configurable, Potential
 from .equivariant import eager_e3nn, natural_irreps, polynomial_envelope
 from .gaunt import from_grid_matrix, quadrature_grid_matrices, to_grid_matrix
 from .spline import dense_basis
@@ -293,7 +293,7 @@ class FacetBlock(torch.nn.Module):
 
 
 @register_family("facet")
-class FacetPotential(Potential):
+class FacetPotential(Configurable, Potential):
     """Facet-style potential; hyperparameters as in :meth:`config`.
 
     ``tensor_product`` is ``"gaunt"``, ``"cg"`` or one of them per layer;
@@ -370,14 +370,6 @@ class FacetPotential(Potential):
         self.register_buffer("atomic_energies_ref", torch.tensor(atomic_energies_ref, dtype=torch.get_default_dtype()))
         self.scale = float(scale)
         self.shift = float(shift)
-
-    def config(self) -> Dict[str, Any]:
-        """Constructor arguments that rebuild this model (stored in checkpoints and model files)."""
-        return dict(self._config)
-
-    @classmethod
-    def from_config(cls, config: Dict[str, Any]) -> "FacetPotential":
-        return cls(**config)
 
     def atomic_energies(self, positions: Tensor, species: Tensor, edge_index: Tensor, edge_vectors: Tensor,
                         batch: Tensor) -> Tensor:

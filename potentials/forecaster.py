@@ -51,7 +51,7 @@ from e3nn.nn import FullyConnectedNet
 from torch import Tensor
 
 from . import register_family
-from .base import lookup_species, species_table
+from .base import Configurable, lookup_species, species_table
 from .equivariant import BesselBasis, InteractionBlock, eager_e3nn, natural_irreps
 from .neighbors import edge_vectors, neighbor_list
 
@@ -119,7 +119,7 @@ class ConservationLayer(torch.nn.Module):
 
 
 @register_family("forecaster")
-class ForecasterModel(torch.nn.Module):
+class ForecasterModel(Configurable, torch.nn.Module):
     """Equivariant forecaster of ``(displacement, new velocities)`` over ``interval_fs``; see the module docstring.
 
     ``species`` are atomic numbers and ``masses`` their masses (amu, same order);
@@ -244,14 +244,6 @@ class ForecasterModel(torch.nn.Module):
             readouts.append(o3.Linear(irreps, o3.Irreps("2x1o")))
         self.blocks = torch.nn.ModuleList(blocks)
         self.readouts = torch.nn.ModuleList(readouts)
-
-    def config(self) -> Dict[str, Any]:
-        """Constructor arguments that rebuild this model (stored in checkpoints and model files)."""
-        return dict(self._config)
-
-    @classmethod
-    def from_config(cls, config: Dict[str, Any]) -> "ForecasterModel":
-        return cls(**config)
 
     def extra_metadata(self) -> Dict[str, Any]:
         """What a model file records beyond the potentials' keys (see :func:`mlmd.model.model_metadata`)."""

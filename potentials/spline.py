@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from . import register_family
-from .base import Potential
+from .base import Configurable, Potential
 from .neighbors import edge_vectors, neighbor_list
 
 
@@ -93,7 +93,7 @@ def edge_pairs(centre: Tensor, n_atoms: int) -> Tuple[Tensor, Tensor]:
 
 
 @register_family("spline")
-class SplinePotential(Potential):
+class SplinePotential(Configurable, Potential):
     """UF3-style two- and three-body cubic B-spline potential (see the module docstring).
 
     ``species``: atomic numbers. ``cutoff`` (Å): two-body cutoff; ``cutoff_3body`` (Å):
@@ -188,14 +188,6 @@ class SplinePotential(Potential):
         self.pair_coefficients = torch.nn.Parameter(torch.zeros(self.n_pairs, self.n_intervals, dtype=dtype))
         self.triplet_coefficients = torch.nn.Parameter(torch.zeros(
             self.n_channels, self.n_intervals_3body, self.n_intervals_3body, self.n_intervals_jk + 3, dtype=dtype))
-
-    def config(self) -> Dict[str, Any]:
-        """Constructor arguments that rebuild this model (stored in checkpoints and model files)."""
-        return dict(self._config)
-
-    @classmethod
-    def from_config(cls, config: Dict[str, Any]) -> "SplinePotential":
-        return cls(**config)
 
     # -- coefficients ---------------------------------------------------------
 
