@@ -41,6 +41,7 @@ import json
 import math
 import sys
 import time
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +143,21 @@ def _guard(state, min_distance_A, bound):
                                  min_distance_A, bound)
 
 
+def _guarded_steps(state, forecaster, min_distance_A, bound, outcome: dict):
+    """Yield ``(step, state, kelvin)`` after every interval that passes the guards; on the first that trips one,
+    record ``guard_step`` and ``guard_problem`` in ``outcome`` and stop."""
+    step = 0
+    while True:
+        step += 1
+        new = rollout.step(state, forecaster.call, forecaster.interval_fs)
+        kelvin, problem = _guard(new, min_distance_A, bound)
+        if problem:
+            outcome.update(guard_step=step, guard_problem=problem)
+            return
+        state = new
+        yield step, state, kelvin
+
+
 def forecast_rollout(runs, forecaster, steps: int, replicas: int, temperature_K: float, tau_fs: float,
                      min_distance_A: float, device: str, seed: int = 0) -> dict:
     """CSVR rollout from ``replicas`` reference frames, recording every interval (for the observables)."""
@@ -149,21 +165,15 @@ def forecast_rollout(runs, forecaster, steps: int, replicas: int, temperature_K:
     n = len(runs[0].atomic_numbers)
     bound = default_max_temperature_K(temperature_K, n)
     positions, velocities, temperatures = [state.unwrapped_positions().cpu().numpy()], [state.velocities.cpu().numpy()], []
-    trip, problem = None, None
-    for step in range(1, steps + 1):
-        new = rollout.step(state, forecaster.call, forecaster.interval_fs)
-        kelvin, problem = _guard(new, min_distance_A, bound)
-        if problem:
-            trip = step
-            break
-        state = new
+    outcome = {"guard_step": None, "guard_problem": None}
+    for _, state, kelvin in islice(_guarded_steps(state, forecaster, min_distance_A, bound, outcome), steps):
         positions.append(state.unwrapped_positions().cpu().numpy())
         velocities.append(state.velocities.cpu().numpy())
         temperatures.append(kelvin.cpu().numpy())
     return {"positions": np.array(positions).reshape(-1, replicas, n, 3),
             "velocities": np.array(velocities).reshape(-1, replicas, n, 3),
             "temperatures_K": np.array(temperatures).reshape(-1, replicas), "intervals": len(positions) - 1,
-            "guard_step": trip, "guard_problem": problem}
+            **outcome}
 
 
 def stability_rollout(runs, forecaster, max_steps: int, replicas: int, temperature_K: float, tau_fs: float,
@@ -176,21 +186,16 @@ def stability_rollout(runs, forecaster, max_steps: int, replicas: int, temperatu
         forecaster.call(state.positions, state.atomic_numbers, state.cell, state.pbc, state.batch, state.velocities)
         _guard(state, min_distance_A, bound)
     temperatures = np.zeros((max_steps, replicas))
-    trip, problem, done = None, None, 0
+    outcome = {"guard_step": None, "guard_problem": None}
+    done = 0
     started = time.perf_counter()
-    for step in range(1, max_steps + 1):
-        new = rollout.step(state, forecaster.call, forecaster.interval_fs)
-        kelvin, problem = _guard(new, min_distance_A, bound)
-        if problem:
-            trip = step
-            break
-        state = new
+    for step, state, kelvin in islice(_guarded_steps(state, forecaster, min_distance_A, bound, outcome), max_steps):
         temperatures[step - 1] = kelvin.cpu().numpy()
         done = step
         if step % 100 == 0 and time.perf_counter() - started > max_seconds:
             break
     seconds = time.perf_counter() - started
-    return {"temperatures_K": temperatures[:done], "intervals": done, "guard_step": trip, "guard_problem": problem,
+    return {"temperatures_K": temperatures[:done], "intervals": done, **outcome,
             "seconds": seconds, "replicas": replicas, "temperature_bound_K": bound}
 
 
