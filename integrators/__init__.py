@@ -1,9 +1,19 @@
-"""Time-steppers on a torch state (torch only), in the style of plain ``step`` functions.
+"""Time-steppers on a torch state (torch only), in the style of plain ``init`` and ``step`` functions.
 
-``INTEGRATORS`` maps a scheme name to ``step(state, energy_forces, timestep) ->
-state``; :func:`integrators.state.init_state` builds the state. A new scheme
-registers itself with :func:`register_integrator`; schemes from other
-distributions plug in through the ``mlmd.integrators`` entry-point group.
+``INTEGRATORS`` maps a scheme name to ``step(state, energy_forces, timestep) -> state``;
+:func:`integrators.state.init_state` builds the state. A new scheme registers itself with
+:func:`register_integrator`; schemes from other distributions plug in through the
+``mlmd.integrators`` entry-point group.
+
+Layout (units Å, fs, eV, masses in eV·fs²/Å², kT in eV):
+
+- ``state.py``: the state hierarchy (``SystemState`` → ``MDState``, ``RolloutState``), its one
+  constructor, kinetic energy, degrees of freedom, Maxwell-Boltzmann velocities
+- ``splitting.py``: the shared pieces: kick (B), drift (A), Ornstein-Uhlenbeck (O), step noise
+- ``noise.py``: counter-based Gaussian noise (reproducible per seed, step and atom)
+- ``langevin.py``: ``baoab``, ``obabo``, ``gjf``;  ``verlet.py``: ``verlet``;
+  ``csvr.py``: the CSVR thermostat and ``csvr``
+- ``rollout.py``: ``init`` and ``step`` of the trajectory-forecaster rollout (with CSVR)
 """
 
 from importlib import import_module
@@ -23,7 +33,7 @@ def register_integrator(name: str):
     return decorate
 
 
-for _module in ("integrators.langevin", "integrators.verlet"):
+for _module in ("integrators.langevin", "integrators.verlet", "integrators.csvr"):
     import_module(_module)
 for _entry in entry_points(group="mlmd.integrators"):
     INTEGRATORS.setdefault(_entry.name, _entry.load())

@@ -13,7 +13,7 @@ wrapped positions inside every call; nothing here keeps one.
 
 Thermostat: CSVR (Bussi, Donadio, Parrinello 2007) once per interval, after the
 forecast, with relaxation rate ``friction = 1/τ`` per replica
-(:func:`integrators.verlet.csvr_factors`, c = exp(-τ_f/τ)); a replica with
+(:mod:`integrators.csvr`, c = exp(-τ_f/τ)); a replica with
 ``friction = 0`` is left alone (NVE-like). The noise of step n is
 ``gaussian_noise(seed, n, stream 0)`` (:mod:`integrators.noise`), so replica k
 with seed s repeats a single run with seed s. Units as in
@@ -23,15 +23,15 @@ Fixed atoms (``fixed``) neither move nor carry velocity, whatever the
 forecaster says.
 """
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable, Dict
 
 import torch
 from torch import Tensor
 
-from .noise import gaussian_noise
-from .state import degrees_of_freedom, kinetic_energy
-from .verlet import csvr_factors
+from .csvr import csvr_rescale
+from .splitting import next_step
+from .state import SystemState, degrees_of_freedom, kinetic_energy, kinetic_kT
 
 # The forecaster contract: (positions, atomic_numbers, cell, pbc, batch, velocities)
 #   -> {"displacement": [N,3], "velocities": [N,3]}
@@ -41,29 +41,12 @@ THERMOSTAT_STREAM = 0
 
 
 @dataclass
-class RolloutState:
-    positions: Tensor  # [N,3] Å, wrapped along periodic directions
-    velocities: Tensor  # [N,3] Å/fs
-    masses: Tensor  # [N] eV·fs²/Å²
-    atomic_numbers: Tensor  # [N] int64
-    cell: Tensor  # [B,3,3] Å, rows are lattice vectors
-    pbc: Tensor  # [B,3] bool
-    batch: Tensor  # [N] replica of each atom
-    kT: Tensor  # [B] eV, thermostat target
-    friction: Tensor  # [B] 1/fs, CSVR rate 1/τ (0: no thermostat)
-    fixed: Tensor  # [N] bool
-    seeds: Tensor  # [B] int64
-    local_index: Tensor  # [N] index of each atom inside its replica
+class RolloutState(SystemState):
+    """A state driven by a forecaster: positions are wrapped along periodic directions (Å) and
+    ``friction`` is the CSVR rate 1/τ (1/fs, 0: no thermostat)."""
+
     images: Tensor  # [N,3] int64 lattice translations removed by wrapping
     inverse_basis: Tensor  # [B,3,3] inverse of the cell completed to a basis (for fractional coordinates)
-    step: int = 0
-
-    @property
-    def n_replicas(self) -> int:
-        return int(self.cell.shape[0])
-
-    def replace(self, **changes) -> "RolloutState":
-        return replace(self, **changes)
 
     def unwrapped_positions(self) -> Tensor:
         """x + images @ cell ``[N,3]``: the continuous trajectory (for displacements and MSD)."""
@@ -103,34 +86,18 @@ def wrap(positions: Tensor, cell: Tensor, pbc: Tensor, batch: Tensor, inverse_ba
 
 def init(positions: Tensor, velocities: Tensor, masses: Tensor, atomic_numbers: Tensor, cell: Tensor, pbc: Tensor,
          batch: Tensor, kT, friction, seeds, fixed: Tensor = None) -> RolloutState:
-    """Build a rollout state; scalars ``kT`` (eV), ``friction`` (1/fs) and ``seeds`` are broadcast to every
-    replica. Positions are wrapped into the cell."""
-    n_replicas = cell.shape[0]
-    dtype, device = positions.dtype, positions.device
-    as_replica = lambda value, kind: torch.as_tensor(value, dtype=kind, device=device).expand(n_replicas).clone()
-    counts = torch.bincount(batch, minlength=n_replicas)
-    first = torch.cumsum(counts, 0) - counts
-    fixed = torch.zeros(positions.shape[0], dtype=torch.bool, device=device) if fixed is None else fixed.to(device)
-    velocities = torch.where(fixed.unsqueeze(1), torch.zeros_like(positions), velocities.to(dtype))
-    cell = cell.to(dtype)
+    """Build a rollout state (:meth:`integrators.state.SystemState.create`); scalars ``kT`` (eV),
+    ``friction`` (1/fs) and ``seeds`` are broadcast to every replica. Positions are wrapped into the cell."""
+    cell = cell.to(positions.dtype)
     inverse_basis = wrapping_basis(cell, pbc)
     wrapped, images = wrap(positions, cell, pbc, batch, inverse_basis)
-    return RolloutState(
-        positions=wrapped, velocities=velocities, masses=masses.to(dtype), atomic_numbers=atomic_numbers,
-        cell=cell, pbc=pbc, batch=batch, kT=as_replica(kT, dtype), friction=as_replica(friction, dtype),
-        fixed=fixed, seeds=as_replica(seeds, torch.int64),
-        local_index=torch.arange(positions.shape[0], device=device) - first[batch], images=images,
-        inverse_basis=inverse_basis)
+    return RolloutState.create(wrapped, masses, atomic_numbers, cell, pbc, batch, kT, friction, seeds,
+                               velocities=velocities, fixed=fixed, images=images, inverse_basis=inverse_basis)
 
 
 def thermostat(state: RolloutState, duration: float) -> RolloutState:
     """CSVR rescaling of every replica with ``friction > 0`` over ``duration`` fs (noise of ``state.step``)."""
-    xi = gaussian_noise(state.seeds, state.step, THERMOSTAT_STREAM, state.batch, state.local_index,
-                        dtype=state.positions.dtype)
-    alpha = csvr_factors(kinetic_energy(state), degrees_of_freedom(state), state.kT, state.friction, duration, xi,
-                         state.batch, state.fixed)
-    alpha = torch.where(state.friction > 0, alpha, torch.ones_like(alpha))
-    return state.replace(velocities=state.velocities * alpha[state.batch].unsqueeze(1))
+    return csvr_rescale(state, duration, THERMOSTAT_STREAM, dof=degrees_of_freedom(state))
 
 
 def step(state: RolloutState, forecaster: Forecaster, interval: float) -> RolloutState:
@@ -145,12 +112,7 @@ def step(state: RolloutState, forecaster: Forecaster, interval: float) -> Rollou
     moved = state.replace(positions=positions, velocities=velocities, images=state.images + shift)
     if bool((state.friction > 0).any()):
         moved = thermostat(moved, interval)
-    return moved.replace(step=state.step + 1)
-
-
-def kinetic_kT(state: RolloutState) -> Tensor:
-    """k_B T = 2 K / N_f per replica ``[B]`` in eV (divide by k_B for kelvin)."""
-    return 2.0 * kinetic_energy(state) / degrees_of_freedom(state).clamp(min=1.0)
+    return next_step(moved)
 
 
 __all__ = ["Forecaster", "RolloutState", "init", "kinetic_energy", "degrees_of_freedom", "step", "kinetic_kT",
