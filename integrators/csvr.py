@@ -8,8 +8,8 @@ normals R_1..R_{N_f}, the new kinetic energy is K' = α² K with
     α² = c + (1-c) K̄/(N_f K) (R_1² + Σ_{i≥2} R_i²) + 2 R_1 sqrt(c (1-c) K̄/(N_f K))
 
 and α takes the sign of R_1 + sqrt(c N_f K / ((1-c) K̄)). A replica with 1/τ = 0 or K = 0 is left
-alone (α = 1). The R_i are the components of the step's noise (:func:`integrators.splitting.step_noise`)
-on the free atoms, R_1 the first of them.
+alone (α = 1). The R_i are the first N_f components of the step's noise
+(:func:`integrators.splitting.step_noise`) on the free atoms, R_1 the first of them.
 
 N_f is an explicit argument (``dof``) of every piece here; callers pass
 :func:`integrators.state.degrees_of_freedom` (3 × free atoms), which over-counts when total
@@ -29,18 +29,29 @@ from .state import EnergyForces, MDState, SystemState, degrees_of_freedom, kinet
 from .verlet import velocity_verlet_step
 
 
+def counted_components(dof: Tensor, batch: Tensor, fixed: Tensor) -> Tensor:
+    """``[N,3]`` bool: the first ``dof[b]`` components (atom by atom, x y z) of the free atoms of each
+    replica b, the ones whose normals are R_1..R_{N_f}. Rows of a replica must be contiguous."""
+    free = (~fixed).to(torch.int64)
+    per_replica = torch.zeros(dof.shape[0], dtype=torch.int64, device=batch.device).index_add(0, batch, free)
+    rank = (torch.cumsum(free, 0) - free) - (torch.cumsum(per_replica, 0) - per_replica)[batch]
+    component = 3 * rank.unsqueeze(1) + torch.arange(3, device=batch.device)
+    return (~fixed).unsqueeze(1) & (component < dof[batch].unsqueeze(1))
+
+
 def csvr_factors(kinetic: Tensor, dof: Tensor, kT: Tensor, rate: Tensor, duration: float, xi: Tensor,
                  batch: Tensor, fixed: Tensor) -> Tensor:
     """CSVR velocity scale factors α ``[B]`` for a rescaling over ``duration`` (fs).
 
-    ``kinetic`` is K (eV) and ``dof`` the number of degrees of freedom N_f per replica, ``kT`` the
-    target (eV), ``rate`` 1/τ (1/fs), ``xi`` the ``[N,3]`` standard normals (rows of fixed atoms are
-    ignored). α = 1 where K = 0 or 1/τ = 0.
+    ``kinetic`` is K (eV) and ``dof`` the number of degrees of freedom N_f per replica (it sets both
+    the target K̄ and how many normals enter, see :func:`counted_components`), ``kT`` the target (eV),
+    ``rate`` 1/τ (1/fs), ``xi`` the ``[N,3]`` standard normals (rows of fixed atoms are ignored).
+    α = 1 where K = 0 or 1/τ = 0.
     """
     target = 0.5 * dof * kT
     c = torch.exp(-rate * duration)
     # One normal per degree of freedom: R_1 is the first free component of each replica.
-    xi = torch.where(fixed.unsqueeze(1), torch.zeros_like(xi), xi)
+    xi = torch.where(counted_components(dof, batch, fixed), xi, torch.zeros_like(xi))
     sum_squares = torch.zeros_like(kinetic).index_add(0, batch, (xi * xi).sum(dim=1))
     n_rows = xi.shape[0]
     first_row = torch.full((kinetic.shape[0],), n_rows, dtype=torch.int64, device=xi.device).scatter_reduce(

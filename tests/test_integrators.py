@@ -9,6 +9,8 @@ import torch
 from scipy import integrate, stats
 
 from integrators import INTEGRATORS
+from integrators.csvr import counted_components, csvr_factors
+from integrators.splitting import drift, kick, ornstein_uhlenbeck
 from integrators.state import degrees_of_freedom, init_state, kinetic_energy, maxwell_boltzmann_velocities
 
 SPRING = 1.0  # energy/length², with unit masses: omega = 1, stability limit h < 2
@@ -171,3 +173,53 @@ def test_degrees_of_freedom_exclude_fixed_atoms():
     state = replicas(harmonic, 2, atoms_per_replica=3)
     state = state.replace(fixed=torch.tensor([True, False, False, False, False, False]))
     assert degrees_of_freedom(state).tolist() == [6.0, 9.0]
+
+
+def test_kick_and_drift_pieces():
+    """B: v + h F/m in both roundings; A: x + h v (numbers worked by hand)."""
+    state = replicas(harmonic, 1, atoms_per_replica=2, positions=torch.tensor([[1.0, -2.0, 0.5], [0.0, 0.0, 4.0]],
+                                                                              dtype=torch.float64))
+    state = state.replace(masses=torch.tensor([4.0, 0.5], dtype=torch.float64),
+                          velocities=torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]], dtype=torch.float64))
+    expected_v = torch.tensor([[1.0 - 0.125, 0.25, -0.0625], [0.0, 2.0, -4.0]], dtype=torch.float64)  # F = -x
+    assert torch.equal(kick(state, 0.5).velocities, expected_v)
+    assert torch.equal(kick(state, 0.5, 1.0 / state.masses.unsqueeze(1)).velocities, expected_v)
+    moved = drift(state, 0.25)
+    assert torch.equal(moved.positions, torch.tensor([[1.25, -2.0, 0.5], [0.0, 0.5, 4.0]], dtype=torch.float64))
+    assert torch.equal(moved.velocities, state.velocities) and moved.step == state.step
+
+
+def test_ornstein_uhlenbeck_piece_has_the_exact_transition_density():
+    """From v0, v' ~ N(c v0, (1 - c²) kT/m) with c = exp(-γ h): mean and variance within 5 standard errors."""
+    n, kT, gamma, h = 20000, 0.6, 0.3, 2.0
+    state = replicas(harmonic, n, kT=kT, friction=gamma)
+    state = state.replace(masses=torch.full((n,), 2.0, dtype=torch.float64),
+                          velocities=torch.tensor([[1.5, -0.5, 0.0]], dtype=torch.float64).expand(n, 3).clone())
+    v = ornstein_uhlenbeck(state, h, stream=0).velocities
+    c = math.exp(-gamma * h)
+    variance = (1 - c * c) * kT / 2.0
+    np.testing.assert_allclose(v.mean(0).numpy(), c * np.array([1.5, -0.5, 0.0]), atol=5 * math.sqrt(variance / n))
+    np.testing.assert_allclose(v.var(0).numpy(), variance, rtol=5 * math.sqrt(2 / n))
+    assert not torch.equal(v, ornstein_uhlenbeck(state, h, stream=1).velocities)
+
+
+def test_csvr_counts_the_first_dof_components_of_the_free_atoms():
+    batch = torch.tensor([0, 0, 0, 1, 1])
+    fixed = torch.tensor([False, True, False, False, False])
+    counted = counted_components(torch.tensor([4.0, 6.0], dtype=torch.float64), batch, fixed)
+    assert counted.tolist() == [[True] * 3, [False] * 3, [True, False, False], [True] * 3, [True] * 3]
+
+
+def test_csvr_with_instant_relaxation_draws_the_canonical_kinetic_energy_of_dof_components():
+    """c = 0: K' = α² K = (kT/2) Σ_{i≤N_f} R_i², a Gamma(N_f/2, kT) variable. With N_f = 9 < 12 components
+    (3N - 3, as for a run at zero momentum), the mean must be 4.5 kT, not 6 kT."""
+    n_replicas, atoms, kT = 4000, 4, 0.7
+    batch = torch.arange(n_replicas).repeat_interleave(atoms)
+    xi = torch.randn(n_replicas * atoms, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    kinetic = torch.rand(n_replicas, dtype=torch.float64, generator=torch.Generator().manual_seed(6)) + 0.1
+    dof = torch.full((n_replicas,), 9.0, dtype=torch.float64)
+    alpha = csvr_factors(kinetic, dof, torch.full_like(dof, kT), torch.full_like(dof, 1e3), 1.0, xi, batch,
+                         torch.zeros(n_replicas * atoms, dtype=torch.bool))
+    new_kinetic = (alpha * alpha * kinetic).numpy()
+    assert new_kinetic.mean() == pytest.approx(4.5 * kT, rel=0.04)  # standard error 0.75 %
+    assert stats.kstest(new_kinetic, stats.gamma(4.5, scale=kT).cdf).pvalue > 1e-3
