@@ -31,7 +31,7 @@ from torch import Tensor
 
 from .csvr import csvr_rescale
 from .splitting import next_step
-from .state import SystemState, degrees_of_freedom, kinetic_energy, kinetic_kT
+from .state import SystemState, degrees_of_freedom, kinetic_energy, kinetic_kT  # the last two: re-exported
 
 # The forecaster contract: (positions, atomic_numbers, cell, pbc, batch, velocities)
 #   -> {"displacement": [N,3], "velocities": [N,3]}
