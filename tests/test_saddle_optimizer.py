@@ -27,6 +27,7 @@ def test_optimizer_reaches_the_saddle_that_search_finds(method, tmp_path):
     optimizer = GPDimerOptimizer(atoms, settings, logfile=tmp_path / "opt.log", trajectory=tmp_path / "opt.traj")
     optimizer.attach(lambda: seen.append((optimizer.nsteps, atoms.positions[0].copy())))
     assert optimizer.run(fmax=0.01, steps=30)
+    assert optimizer.converged() and optimizer.curvature < 0
     reference = search(muller_brown_atoms(-0.7, 0.9), method=method, mode=MB_MODE, fmax=0.01)
     assert reference.converged
     # the same saddle, by the same iteration code
