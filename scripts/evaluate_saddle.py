@@ -35,7 +35,7 @@ from ase.constraints import FixAtoms
 from ase.optimize import BFGS
 
 from mlmd.saddle import search
-from mlmd.saddle.search import free_atoms
+from mlmd.saddle.start import free_atoms
 from mlmd.saddle.surfaces import (LEPS, MullerBrown, ase_dimer_search, leps_atoms, muller_brown_atoms,
                                        numerical_hessian)
 

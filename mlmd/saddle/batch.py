@@ -1,7 +1,7 @@
 """Many saddle searches in parallel: local processes, or a Dask cluster given a scheduler address.
 
-Each task is a plain dict (start file, calculator name or model path, search
-options, output paths) so that it pickles to any worker; the worker builds its
+Each task is a plain dict (start file, calculator name or model path,
+:class:`~mlmd.saddle.settings.SaddleSettings`, output paths) so that it pickles to any worker; the worker builds its
 own calculator, runs :func:`mlmd.saddle.search`, writes its files and returns
 its summary row. :func:`write_table` writes the rows as one CSV table.
 """
@@ -21,12 +21,13 @@ def run_task(task: Dict) -> Dict:
     """Run one search described by ``task`` and write its outputs; returns its summary row."""
     from ..io import read_structure
     from . import report
-    from .search import search
+    from .search import search_with_settings
 
     row = {"start": task["start"], "structure": task.get("structure")}
     try:
         atoms = read_structure(task["start"])
-        result = search(atoms, calculator=task.get("calculator"), model=task.get("model"), **task["options"])
+        result = search_with_settings(atoms, task["settings"], calculator=task.get("calculator"),
+                                      model=task.get("model"))
     except MLMDError as exc:
         row.update(converged=False, message=f"error: {exc}")
         return row

@@ -21,7 +21,9 @@ def _add_arguments(parser) -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--model", help="an exported mlmd model (MODEL.pt)")
     source.add_argument("--calculator", help="emt, lj, morse, gfn2 or any calculator registered with ASE")
-    parser.add_argument("--method", default="gp-dimer", choices=["gp-dimer", "ot-gp-dimer", "dimer"],
+    from .methods import METHODS
+
+    parser.add_argument("--method", default="gp-dimer", choices=list(METHODS),
                         help="search method (default gp-dimer)")
     parser.add_argument("--mode", default="random",
                         help="initial mode: FILE (N x 3, numpy.loadtxt), 'random' or 'displacement' (default random)")
@@ -70,38 +72,38 @@ def _load_mode(text):
         raise MLMDError(f"could not read mode file {path}: {exc}; give N rows of 3 numbers (numpy.loadtxt)") from exc
 
 
-def _options(args):
+def _settings(args):
+    """The search settings from the options, validated before any work."""
+    from .settings import SaddleSettings
+
     if args.model is None and args.calculator is None:
         raise MLMDError("no potential: give --model MODEL.pt or --calculator NAME (emt, lj, morse, gfn2, ...)")
     if args.calculator is not None:
         from ..calculators import get_calculator
 
         get_calculator(args.calculator)  # an unknown name fails here, before any work
-    options = dict(method=args.method, mode=_load_mode(args.mode), fmax=args.fmax, max_calls=args.max_calls,
-                   fixed=_indices(args.fix, "--fix"), displace_A=args.displace,
-                   displace_atoms=_indices(args.displace_atoms, "--displace-atoms"), seed=args.seed,
-                   max_step_A=args.max_step, relax=args.relax, device=args.device)
-    if args.initial_rotations is not None:
-        options["initial_rotations"] = args.initial_rotations
-    if args.no_prune:
-        options["prune"] = False
-    return options
+    settings = SaddleSettings(method=args.method, mode=_load_mode(args.mode), fmax=args.fmax,
+                              max_calls=args.max_calls, fixed=_indices(args.fix, "--fix"), displace_A=args.displace,
+                              displace_atoms=_indices(args.displace_atoms, "--displace-atoms"), seed=args.seed,
+                              max_step_A=args.max_step, relax=args.relax, device=args.device,
+                              initial_rotations=args.initial_rotations, prune=False if args.no_prune else None)
+    return settings.validate()
 
 
 def _run(args) -> int:
     from ..io import read_structure
     from . import report
-    from .batch import run_batch, run_task, write_table
-    from .search import search
+    from .batch import run_batch, write_table
+    from .search import search_with_settings
 
-    options = _options(args)
+    settings = _settings(args)
     if len(args.start) > 1:
         if args.output or args.json or args.mode_output or args.plot:
             raise MLMDError("with several STARTs the outputs are named START_saddle.*; use --table for the summary")
         tasks = []
         for start in args.start:
             stem = Path(start).with_suffix("")
-            tasks.append({"start": start, "calculator": args.calculator, "model": args.model, "options": options,
+            tasks.append({"start": start, "calculator": args.calculator, "model": args.model, "settings": settings,
                           "structure": f"{stem}_saddle.xyz", "mode": f"{stem}_saddle_mode.txt",
                           "plot": f"{stem}_saddle.png", "json": f"{stem}_saddle.json"})
 
@@ -121,8 +123,8 @@ def _run(args) -> int:
     stem = Path(start).with_suffix("")
     atoms = read_structure(start)
     began = time.perf_counter()
-    result = search(atoms, calculator=args.calculator, model=args.model,
-                    log=None if args.quiet else print, **options)
+    result = search_with_settings(atoms, settings, calculator=args.calculator, model=args.model,
+                                  log=None if args.quiet else print)
     output = args.output or f"{stem}_saddle.xyz"
     mode_output = args.mode_output or f"{stem}_saddle_mode.txt"
     plot = args.plot or f"{stem}_saddle.png"

@@ -70,6 +70,11 @@ class GaussianProcess:
     def __len__(self) -> int:
         return len(self.X)
 
+    @property
+    def data_features(self) -> torch.Tensor:
+        """Features [N, P] of the observed configurations (1/Å for inverse distances)."""
+        return self._f
+
     def energy_range(self) -> float:
         """max(E_max - E_min, ‖G‖_max · 1 Å) in eV: the scale of the signal-variance barrier and prior."""
         E = np.array(self.E)

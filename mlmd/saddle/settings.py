@@ -1,0 +1,137 @@
+"""Settings of a saddle search (:class:`SaddleSettings`), validated in one place.
+
+Units: lengths in Å (``*_A``), forces and gradients in eV/Å, curvatures in
+eV/Å²; ``trust_ratio`` is dimensionless (a largest ``|log(r/r')|`` over atom
+pairs). :func:`mlmd.saddle.search` builds these settings from its keyword
+arguments and ``mlmd saddle`` builds them from its options; every check of a
+setting lives in :meth:`SaddleSettings.validate`.
+"""
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from numbers import Integral, Real
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+from ..errors import MLMDError
+
+#: the initial-mode names a search understands besides an explicit [n, 3] array
+MODE_NAMES = ("random", "displacement")
+
+#: GP rotations checked by true image evaluations before the first step, for a random or displacement mode
+DEFAULT_INITIAL_ROTATIONS = 5
+
+
+class SettingsError(MLMDError, ValueError):
+    """A saddle-search setting out of its range; the message names the setting and what it accepts."""
+
+
+@dataclass
+class SaddleSettings:
+    """Every knob of a saddle search, with the defaults of :func:`mlmd.saddle.search`.
+
+    ``method``: a name registered in :data:`mlmd.saddle.METHODS`. ``mode``: an
+    [n_atoms, 3] or [n_free, 3] array, ``'random'`` or ``'displacement'``.
+    ``fmax`` (eV/Å): convergence threshold on the largest per-atom gradient;
+    ``max_calls``: budget of true evaluations (relaxation calls are counted
+    apart). ``displace_A``: standard deviation (Å) of a seeded Gaussian
+    displacement of the free atoms (or of ``displace_atoms``) applied to the
+    start. ``max_step_A``: largest translation (Å); None takes the method's
+    default. ``prune``: fit the GP hyperparameters on ``prune_size`` points
+    (``prune_newest`` newest plus farthest-point samples); None takes the
+    method's default. ``trust_ratio`` bounds the distance-ratio trust region
+    of ``gp-dimer``; ``trust_radius_A`` (between ``trust_min_A`` and
+    ``trust_max_A``) starts the optimal-transport trust region of
+    ``ot-gp-dimer``. ``initial_rotations``: None means 5 for a random or
+    displacement mode and 0 for a given mode. A saddle needs a curvature along
+    the mode below ``-min_negative_curvature`` (eV/Å²).
+    """
+
+    method: str = "gp-dimer"
+    mode: Union[str, np.ndarray, None] = "random"
+    fmax: float = 0.01
+    max_calls: int = 200
+    fixed: Optional[Sequence[int]] = None
+    displace_A: float = 0.0
+    displace_atoms: Optional[Sequence[int]] = None
+    seed: int = 0
+    separation_A: float = 0.01
+    max_step_A: Optional[float] = None
+    relax: bool = False
+    device: str = "auto"
+    prune: Optional[bool] = None
+    prune_size: int = 12
+    prune_newest: int = 4
+    trust_ratio: float = 0.2
+    trust_radius_A: float = 0.2
+    trust_min_A: float = 0.1
+    trust_max_A: float = 2.0
+    initial_rotations: Optional[int] = None
+    inner_iterations: int = 100
+    pair_cutoff_A: float = 5.0
+    min_distance_A: float = 0.5
+    min_negative_curvature: float = 1e-3
+
+    def replace(self, **changes) -> "SaddleSettings":
+        """A copy with ``changes`` applied (not validated; call :meth:`validate`)."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def mode_is_given(self) -> bool:
+        """Whether the mode is an explicit array (trusted) rather than 'random' or 'displacement'."""
+        return not (self.mode is None or isinstance(self.mode, str))
+
+    @property
+    def rotations_before_first_step(self) -> int:
+        """``initial_rotations``, or its default: none for a given mode, 5 for a random or displacement one."""
+        if self.initial_rotations is not None:
+            return self.initial_rotations
+        return 0 if self.mode_is_given else DEFAULT_INITIAL_ROTATIONS
+
+    def validate(self) -> "SaddleSettings":
+        """Check every setting; raise :class:`SettingsError` naming the first bad one. Returns ``self``."""
+        from .methods import METHODS
+
+        if self.method not in METHODS:
+            raise SettingsError(f"unknown method {self.method!r}: use one of {', '.join(METHODS)}")
+        if isinstance(self.mode, str) and self.mode not in MODE_NAMES:
+            raise SettingsError(f"unknown mode {self.mode!r}: give an N x 3 array (a file numpy.loadtxt reads), "
+                                "'random' or 'displacement'")
+        if not _positive(self.fmax) or not _integer(self.max_calls, 3):
+            raise SettingsError("fmax must be positive and max_calls at least 3")
+        if isinstance(self.mode, str) and self.mode == "displacement" and not _positive(self.displace_A):
+            raise SettingsError("mode 'displacement' needs a displacement: give displace_A > 0 (--displace)")
+        for name in ("separation_A", "trust_ratio", "trust_radius_A", "trust_min_A", "trust_max_A",
+                     "pair_cutoff_A"):
+            if not _positive(getattr(self, name)):
+                raise SettingsError(f"{name} must be a positive number; got {getattr(self, name)!r}")
+        if self.max_step_A is not None and not _positive(self.max_step_A):
+            raise SettingsError(f"max_step_A (--max-step) must be a positive length in Å; got {self.max_step_A!r}")
+        for name in ("displace_A", "min_distance_A", "min_negative_curvature"):
+            if not _real(getattr(self, name)) or getattr(self, name) < 0:
+                raise SettingsError(f"{name} must be a number >= 0; got {getattr(self, name)!r}")
+        if not self.trust_min_A <= self.trust_radius_A <= self.trust_max_A:
+            raise SettingsError(f"the trust radius must lie between its bounds: trust_min_A {self.trust_min_A} <= "
+                                f"trust_radius_A {self.trust_radius_A} <= trust_max_A {self.trust_max_A}")
+        for name, least in (("prune_size", 1), ("prune_newest", 1), ("inner_iterations", 1), ("seed", 0)):
+            if not _integer(getattr(self, name), least):
+                raise SettingsError(f"{name} must be an integer >= {least}; got {getattr(self, name)!r}")
+        if self.initial_rotations is not None and not _integer(self.initial_rotations, 0):
+            raise SettingsError(f"initial_rotations must be an integer >= 0; got {self.initial_rotations!r}")
+        if not isinstance(self.device, str) or not self.device:
+            raise SettingsError(f"device must be 'auto', 'cpu', 'cuda' or another torch device; got {self.device!r}")
+        return self
+
+
+def _real(value) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _positive(value) -> bool:
+    return _real(value) and value > 0
+
+
+def _integer(value, least: int) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool) and value >= least
