@@ -27,7 +27,6 @@ file and an extended XYZ, both atomic) and raises :class:`ForecastUnstableError`
 
 import math
 import re
-from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np

@@ -14,7 +14,6 @@ Every destination is checked before the first step, so a bad path costs no simul
 
 import csv
 import os
-import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -22,27 +21,9 @@ import numpy as np
 
 from ..constants import FS_PS
 from ..errors import InputFileError, MLMDError
-from ..io import PathLike, atomic_path, atomic_write, save_restart, write_frames
+from ..io import PathLike, atomic_path, atomic_write, check_destination, save_restart, write_frames
 from .engine import Snapshot
 from .trajectory import TRAJECTORY_FORMATS, TrajectoryWriter
-
-
-def check_destination(path: Optional[PathLike], what: str) -> Optional[Path]:
-    """``path`` as a Path after making sure a file can be written there (None passes through)."""
-    if path is None:
-        return None
-    path = Path(path)
-    if path.is_dir():
-        raise MLMDError(f"cannot write the {what} {path}: it is a folder; give a file name")
-    folder = path.resolve().parent
-    if not folder.is_dir():
-        raise MLMDError(f"cannot write the {what} {path}: folder {path.parent} does not exist; create it first")
-    try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.", suffix=".check"):
-            pass
-    except OSError as exc:
-        raise MLMDError(f"cannot write the {what} {path} ({exc.strerror}); choose a folder you can write to") from None
-    return path
 
 
 def read_log(path: Path, header: Sequence[str]) -> List[tuple]:
