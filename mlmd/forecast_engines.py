@@ -23,42 +23,13 @@ move atoms exactly as ``mlmd forecast`` does:
 from typing import Optional
 
 import numpy as np
-import torch
 from ase import units
 from ase.md.md import MolecularDynamics
 
-from integrators import rollout
-
 from .checks import fixed_atoms_mask
-from .constants import A_PER_FS_NM_PER_PS, AMU_A2_PER_FS2_EV, FS_PS, KB_EV_PER_K, NM_ANGSTROM, PS_FS
+from .constants import A_PER_FS_NM_PER_PS, FS_PS, NM_ANGSTROM, PS_FS
+from .dynamics.rollout_engine import checked_interval, load_forecaster, single_replica_state
 from .errors import MLMDError
-from .forecast import ForecastUnstableError, guard_problem, load_forecaster
-
-
-def _single_replica_state(positions_A, velocities_A_per_fs, masses_amu, numbers, cell_A, pbc, fixed,
-                          temperature_K: float, rate_per_fs: float, seed: int, step: int) -> rollout.RolloutState:
-    n = len(numbers)
-    state = rollout.init(
-        torch.as_tensor(np.asarray(positions_A, dtype=float)), torch.as_tensor(np.asarray(velocities_A_per_fs, float)),
-        torch.as_tensor(np.asarray(masses_amu, dtype=float) * AMU_A2_PER_FS2_EV),
-        torch.as_tensor(np.asarray(numbers), dtype=torch.int64), torch.as_tensor(np.asarray(cell_A, float))[None],
-        torch.as_tensor(np.asarray(pbc, dtype=bool))[None], torch.zeros(n, dtype=torch.int64),
-        kT=KB_EV_PER_K * temperature_K, friction=rate_per_fs, seeds=seed, fixed=torch.as_tensor(fixed))
-    return state.replace(step=step)
-
-
-def _advance(state: rollout.RolloutState, forecaster, min_distance_A, max_temperature_K, where: str):
-    """One rollout step, checked by :func:`mlmd.forecast.guard_problem`; raises on a trip."""
-    try:
-        new = rollout.step(state, forecaster.call, forecaster.interval_fs)
-        problem = guard_problem(new.positions, new.velocities, new.cell, new.pbc, new.batch,
-                                rollout.kinetic_kT(new) / KB_EV_PER_K, min_distance_A, max_temperature_K)
-    except (RuntimeError, ValueError, ArithmeticError, torch.jit.Error) as exc:
-        problem = f"the forecaster call failed ({type(exc).__name__}: {str(exc).strip().splitlines()[-1]})"
-    if problem:
-        raise ForecastUnstableError(f"{where}: the forecast became unstable at step {state.step + 1}: {problem}; the "
-                                    "state before that step is left in place", None)
-    return new
 
 
 class ForecastDynamics(MolecularDynamics):
@@ -94,10 +65,10 @@ class ForecastDynamics(MolecularDynamics):
 
     def step(self):
         atoms = self.atoms
-        state = _single_replica_state(atoms.get_positions(), atoms.get_velocities() * units.fs, atoms.get_masses(),
+        state = single_replica_state(atoms.get_positions(), atoms.get_velocities() * units.fs, atoms.get_masses(),
                                       atoms.numbers, atoms.cell.array, atoms.pbc, self.fixed, self.temperature_K,
                                       self.rate_per_fs, self.seed, self.steps_taken)
-        state = _advance(state, self.forecaster, self.min_distance_A, self.max_temperature_K, type(self).__name__)
+        state = checked_interval(state, self.forecaster, self.min_distance_A, self.max_temperature_K, type(self).__name__)
         atoms.set_positions(state.unwrapped_positions().numpy(), apply_constraint=False)
         atoms.set_velocities(state.velocities.numpy() / units.fs)  # Å/fs -> Å/(ASE time)
         self.steps_taken += 1
@@ -167,14 +138,14 @@ class OpenMMForecastDriver:
         """Advance ``steps`` intervals, reporting as ``Simulation.step`` would."""
         if int(steps) != steps or steps < 0:
             raise MLMDError(f"OpenMMForecastDriver.step needs a whole number of intervals >= 0, got {steps!r}")
-        simulation, context = self.simulation, self.simulation.context
+        context = self.simulation.context
         for _ in range(int(steps)):
             due = self._due_reports()
             positions, velocities, cell = self._read()
-            state = _single_replica_state(positions, velocities, self.masses_amu, self.numbers, cell,
+            state = single_replica_state(positions, velocities, self.masses_amu, self.numbers, cell,
                                           [self.periodic] * 3, self.fixed, self.temperature_K, self.rate_per_fs,
                                           self.seed, self.steps_taken)
-            state = _advance(state, self.forecaster, self.min_distance_A, self.max_temperature_K,
+            state = checked_interval(state, self.forecaster, self.min_distance_A, self.max_temperature_K,
                              type(self).__name__)
             context.setPositions(state.unwrapped_positions().numpy() / NM_ANGSTROM)
             context.setVelocities(state.velocities.numpy() * A_PER_FS_NM_PER_PS)

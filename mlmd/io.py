@@ -9,7 +9,7 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator, List, Union
+from typing import Iterator, List, Optional, Union
 
 from .errors import InputFileError, StructureError
 
@@ -132,3 +132,21 @@ def load_restart(path: PathLike, format_name: str) -> dict:
     if not isinstance(data, dict) or data.get("format") != format_name:
         raise InputFileError(f"restart file {path} is not an {format_name} file")
     return data
+
+
+def check_destination(path: Optional[PathLike], what: str) -> Optional[Path]:
+    """``path`` as a Path after making sure a file can be written there (None passes through)."""
+    if path is None:
+        return None
+    path = Path(path)
+    if path.is_dir():
+        raise InputFileError(f"cannot write the {what} {path}: it is a folder; give a file name")
+    folder = path.resolve().parent
+    if not folder.is_dir():
+        raise InputFileError(f"cannot write the {what} {path}: folder {path.parent} does not exist; create it first")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.", suffix=".check"):
+            pass
+    except OSError as exc:
+        raise InputFileError(f"cannot write the {what} {path} ({exc.strerror}); choose a folder you can write to") from None
+    return path

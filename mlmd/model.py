@@ -122,6 +122,10 @@ class Model:
                             "potential model for MD, ASE, OpenMM and saddle searches")
         return self.module(positions, atomic_numbers, cell, pbc, batch, compute_forces, compute_stress)
 
+    def energy_forces(self, positions, atomic_numbers, cell, pbc, batch) -> Dict[str, torch.Tensor]:
+        """Energy ``[B]`` eV and forces ``[N,3]`` eV/Å: the callable :mod:`integrators` steps with."""
+        return self(positions, atomic_numbers, cell, pbc, batch, True, False)
+
     def forecast(self, positions, atomic_numbers, cell, pbc, batch, velocities) -> Dict[str, torch.Tensor]:
         """One forecaster step of :attr:`interval_fs`: ``{"displacement" [N,3] Å, "velocities" [N,3] Å/fs}``.
 

@@ -280,7 +280,7 @@ def test_config_round_trip_and_bad_arguments():
 @pytest.fixture(scope="module")
 def copper_runs(tmp_path_factory):
     """Three short EMT copper runs (32 atoms, 2 fs steps, every 2nd step recorded)."""
-    from mlmd.trajectories import generate_trajectories
+    from mlmd.generate import generate_trajectories
 
     folder = tmp_path_factory.mktemp("cu-runs")
     generate_trajectories("cu", folder, runs=3, steps=80, stride=2, equilibration_steps=10, temperature_K=600,
@@ -290,7 +290,8 @@ def copper_runs(tmp_path_factory):
 
 def test_trajectory_files(copper_runs, tmp_path):
     """Unwrapped positions and velocities agree with finite differences; zero momentum; xyz = h5."""
-    from mlmd.trajectories import generate_trajectories, read_trajectory
+    from mlmd.generate import generate_trajectories
+    from mlmd.trajectories import read_trajectory
 
     run = read_trajectory(copper_runs / "run-000.h5")
     assert run.positions.shape == (41, 32, 3) and run.stride == 2 and run.timestep_fs == 2.0

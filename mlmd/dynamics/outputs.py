@@ -1,0 +1,203 @@
+"""What a run writes: an append-only CSV log, trajectory frames, restart files, a plot and the last good state.
+
+- The CSV log (``step,time_fs,<columns>``, one row per record, replica means) is
+  appended to as the run goes and flushed at every restart point; a continued run
+  first truncates it to the restart step (one atomic rewrite), so a killed and
+  continued run leaves the same file as an uninterrupted one.
+- Restart files (:func:`mlmd.io.save_restart`) are written atomically at every
+  restart point and at the end.
+- Trajectories: :class:`mlmd.dynamics.trajectory.TrajectoryWriter`.
+- On a guard trip the last good state of every replica goes to an extended XYZ.
+
+Every destination is checked before the first step, so a bad path costs no simulation.
+"""
+
+import csv
+import os
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ..constants import FS_PS
+from ..errors import InputFileError, MLMDError
+from ..io import PathLike, atomic_path, atomic_write, check_destination, save_restart, write_frames
+from .engine import Snapshot
+from .trajectory import TRAJECTORY_FORMATS, TrajectoryWriter
+
+
+def read_log(path: Path, header: Sequence[str]) -> List[tuple]:
+    """Rows ``(step, floats...)`` of an mlmd CSV log whose first line is ``header``."""
+    try:
+        with open(path, newline="") as stream:
+            reader = csv.reader(stream)
+            found = next(reader, None)
+            if tuple(found or ()) != tuple(header):
+                raise InputFileError(f"log {path} is not the log of this run (header {found}); give the --log of "
+                                     "the run that wrote the restart file, or a new file name")
+            return [(int(row[0]), *map(float, row[1:])) for row in reader if row]
+    except (OSError, ValueError, IndexError) as exc:
+        raise InputFileError(f"could not read log {path} to continue it ({exc}); give a new --log file") from exc
+
+
+class CsvLog:
+    """Rows in memory and, when ``path`` is given, appended to a CSV file; ``keep_until`` truncates a
+    continued log to the rows up to that step."""
+
+    def __init__(self, path: Optional[Path], header: Sequence[str], keep_until: Optional[int] = None):
+        self.path, self.header = path, tuple(header)
+        self.rows: List[tuple] = []
+        self.stream = None
+        if path is None:
+            return
+        if keep_until is not None and path.exists():
+            self.rows = [row for row in read_log(path, self.header) if row[0] <= keep_until]
+        with atomic_write(path) as stream:
+            stream.write(",".join(self.header) + "\n")
+            stream.writelines(self._line(row) for row in self.rows)
+        self.stream = open(path, "a")
+
+    @staticmethod
+    def _line(row: tuple) -> str:
+        return f"{int(row[0])}," + ",".join(f"{value:.10g}" for value in row[1:]) + "\n"
+
+    def append(self, row: tuple) -> None:
+        self.rows.append(row)
+        if self.stream is not None:
+            self.stream.write(self._line(row))
+
+    def flush(self) -> None:
+        if self.stream is not None:
+            self.stream.flush()
+            os.fsync(self.stream.fileno())
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.flush()
+            self.stream.close()
+            self.stream = None
+
+
+def plot_log(rows: np.ndarray, header: Sequence[str], path: Path, temperature_K: float) -> Path:
+    """Energies (eV) and temperature (K) against time (ps), written atomically as a PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    column = {name: rows[:, k] for k, name in enumerate(header)}
+    time_ps = column["time_fs"] * FS_PS
+    figure = Figure(figsize=(7, 5.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    energy, temperature = figure.subplots(2, 1, sharex=True)
+    kinetic = column["ekin_eV"]
+    if "epot_eV" in column:
+        potential = column["epot_eV"] - column["epot_eV"][0]
+        energy.plot(time_ps, potential, label="potential")
+        energy.plot(time_ps, kinetic, label="kinetic")
+        energy.plot(time_ps, potential + kinetic, label="total")
+        energy.set_ylabel(f"energy − E_pot(0) (eV)\nE_pot(0) = {column['epot_eV'][0]:.6g} eV")
+    else:
+        energy.plot(time_ps, kinetic, label="kinetic")
+        energy.set_ylabel("energy (eV)")
+    energy.legend(loc="best", fontsize="small")
+    temperature.plot(time_ps, column["temperature_K"], color="C3", label="kinetic temperature")
+    temperature.axhline(temperature_K, color="k", linestyle="--", linewidth=1, label="target")
+    temperature.set_xlabel("time (ps)")
+    temperature.set_ylabel("temperature (K)")
+    temperature.legend(loc="best", fontsize="small")
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=110)
+    return path
+
+
+def save_state_xyz(path: PathLike, atoms, positions_A: np.ndarray, velocities_A_per_fs: np.ndarray, step: int,
+                   time_fs: float) -> Path:
+    """Every replica's state ``[K,N,3]`` as a frame of an extended XYZ (velocities in ASE units), atomically."""
+    from ase import units
+
+    frames = []
+    for replica, (x, v) in enumerate(zip(positions_A, velocities_A_per_fs)):
+        frame = atoms.copy()
+        frame.calc = None
+        frame.set_positions(x, apply_constraint=False)
+        frame.set_velocities(v / units.fs)  # Å/fs -> Å/(ASE time)
+        frame.info.update({"step": int(step), "time_fs": float(time_fs), "replica": replica})
+        frames.append(frame)
+    write_frames(path, frames)
+    return Path(path)
+
+
+class RunOutputs:
+    """Log rows, trajectory frames, restart files, plot and last-good-state file of one run.
+
+    ``header`` is ``("step", "time_fs", *columns)`` where each column names a per-replica field of
+    :class:`Snapshot` (``epot_eV``, ``ekin_eV``, ``temperature_K``) logged as its replica mean.
+    ``extra`` goes into every restart file beside the engine's payload.
+    """
+
+    def __init__(self, atoms, replicas: int, header: Sequence[str], restart_format: str, *,
+                 log: Optional[PathLike] = None, trajectory: Optional[PathLike] = None,
+                 restart_file: Optional[PathLike] = None, state_file: Optional[PathLike] = None,
+                 plot_temperature_K: Optional[float] = None, restart: Optional[dict] = None,
+                 extra: Optional[dict] = None):
+        if trajectory is not None and Path(trajectory).suffix.lower() not in TRAJECTORY_FORMATS:
+            raise MLMDError(f"trajectory {trajectory}: the extension picks the format; use one of "
+                            f"{', '.join(TRAJECTORY_FORMATS)} (DCD, XTC, mdtraj HDF5)")
+        log = check_destination(log, "log")
+        self.restart_file = check_destination(restart_file, "restart file")
+        self.state_file = check_destination(state_file, "state file")
+        self.plot_file = None
+        if plot_temperature_K is not None and log is not None:
+            self.plot_file = check_destination(log.with_suffix(".png"), "plot")
+        trajectory = check_destination(trajectory, "trajectory")
+        self.atoms, self.replicas, self.restart_format = atoms, replicas, restart_format
+        self.header = tuple(header)
+        self.plot_temperature_K = plot_temperature_K
+        self.extra = dict(extra or {})
+        self.continued = restart is not None
+        self.log = CsvLog(log, self.header, keep_until=None if restart is None else int(restart["step"]))
+        keep = int(restart["trajectory_frames"]) if restart is not None else 0
+        self.writer = TrajectoryWriter(trajectory, atoms, replicas, keep) if trajectory is not None else None
+
+    @property
+    def rows(self) -> List[tuple]:
+        return self.log.rows
+
+    def record(self, snapshot: Snapshot, time_fs: float) -> None:
+        values = tuple(float(np.mean(getattr(snapshot, name))) for name in self.header[2:])
+        self.log.append((snapshot.step, time_fs, *values))
+        if self.writer is not None:
+            self.writer.write(snapshot.output_positions_A, snapshot.step, time_fs, snapshot.cell_A)
+
+    def checkpoint(self, payload: dict) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+        self.log.flush()
+        if self.restart_file is not None:
+            frames = self.writer.frames if self.writer is not None else 0
+            save_restart(self.restart_file, self.restart_format,
+                         {"trajectory_frames": frames, **self.extra, **payload})
+
+    def save_state(self, snapshot: Snapshot, time_fs: float) -> Optional[Path]:
+        """The state of ``snapshot`` as an extended XYZ at ``state_file`` (the last good state of a failed run)."""
+        if self.state_file is None:
+            return None
+        shape = (snapshot.replicas, len(self.atoms), 3)
+        return save_state_xyz(self.state_file, self.atoms, snapshot.output_positions_A.reshape(shape),
+                              snapshot.velocities_A_per_fs.reshape(shape), snapshot.step, time_fs)
+
+    def finish(self, payload: dict) -> Dict[str, Path]:
+        self.checkpoint(payload)
+        self.log.close()
+        files: Dict[str, Path] = {}
+        if self.log.path is not None:
+            files["log"] = self.log.path
+        if self.restart_file is not None:
+            files["restart"] = self.restart_file
+        if self.writer is not None:
+            self.writer.close()
+            files["trajectory"] = self.writer.path
+            if self.writer.topology_file is not None:
+                files["topology"] = self.writer.topology_file
+        if self.plot_file is not None and self.rows:
+            files["plot"] = plot_log(np.array(self.rows), self.header, self.plot_file, self.plot_temperature_K)
+        return files

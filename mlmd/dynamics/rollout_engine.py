@@ -1,0 +1,199 @@
+"""The ``rollout`` engine: a trajectory forecaster applied interval after interval (:mod:`integrators.rollout`).
+
+One engine step is one forecast interval τ_f (the forecaster's ``interval_fs``).
+Positions are wrapped into the cell along periodic directions inside the engine;
+snapshots carry the unwrapped positions for trajectories. CSVR couples once per
+interval with relaxation time ``tau_fs`` (``thermostat="none"``: no coupling).
+``T = 2 E_kin / (N_dof k_B)`` as :func:`integrators.rollout.kinetic_kT` counts it.
+An optional energy monitor (:func:`mlmd.dynamics.potential.energy_monitor`) fills ``epot_eV``.
+"""
+
+from dataclasses import dataclass
+from typing import Callable, List, Optional
+
+import numpy as np
+import torch
+
+from ..constants import KB_EV_PER_K
+from ..errors import MLMDError
+from .engine import WARM_UP_CALLS, ForceCallFailed, Snapshot, one_line, register_engine
+from .system import replicate, starting_velocities
+
+THERMOSTATS = ("csvr", "none")
+
+
+@dataclass
+class LoadedForecaster:
+    """A forecaster ready for :func:`integrators.rollout.step`: ``call`` runs the contract."""
+
+    call: Callable
+    interval_fs: float
+    species: List[int]
+    cutoff: float
+    source: str = "forecaster"
+
+
+def load_forecaster(model, device: str = "cpu") -> LoadedForecaster:
+    """A forecaster from an exported file, a :class:`mlmd.model.Model` (its ``forecast``) or a raw module."""
+    from ..model import Model, load_model
+
+    if isinstance(model, LoadedForecaster):
+        return model
+    if isinstance(model, torch.nn.Module):  # a raw module with the forecaster contract: call it directly
+        module, metadata, name = model.to(device), {}, type(model).__name__
+        family = getattr(module, "family", "forecaster")
+        is_forecaster = family == "forecaster"
+        call = module
+    else:
+        module = model if isinstance(model, Model) else load_model(model, device=device)
+        metadata, name = module.metadata, f"model {module.path}" if module.path else "this model"
+        family = module.family
+        is_forecaster = module.is_forecaster or family == "forecaster"
+        # Model.forecast when the wrapper knows it is a forecaster, else the TorchScript module itself.
+        call = module.forecast if module.is_forecaster else module.module
+    if not is_forecaster:
+        raise MLMDError(f"{name} is a {family or 'unknown'}-family potential, not a trajectory forecaster; run "
+                        "potentials with `mlmd md`, and give `mlmd forecast` a model of the forecaster family")
+    interval = metadata.get("interval_fs")
+    for holder in (module, getattr(module, "module", None)):
+        if interval is None and holder is not None:
+            interval = getattr(holder, "interval_fs", None)
+    if interval is None or not float(interval) > 0:
+        raise MLMDError(f"{name} does not say its interval (interval_fs); re-export the forecaster")
+    species = metadata.get("species", None) or list(getattr(module, "species", []))
+    cutoff = float(metadata.get("cutoff", getattr(module, "cutoff", 0.0)))
+    return LoadedForecaster(call, float(interval), [int(z) for z in species], cutoff, name)
+
+
+@dataclass
+class ForecastSettings:
+    """What the rollout engine needs besides the structure and the forecaster (units in the names)."""
+
+    temperature_K: float = 300.0
+    thermostat: str = "csvr"
+    tau_fs: float = 1000.0
+    seed: int = 0
+    replicas: int = 1
+    device: str = "cpu"
+
+
+def rollout_step(state, forecaster: LoadedForecaster):
+    """One interval of :func:`integrators.rollout.step`; a failing forecaster call raises ForceCallFailed."""
+    from integrators import rollout
+
+    try:
+        return rollout.step(state, forecaster.call, forecaster.interval_fs)
+    except (RuntimeError, ValueError, ArithmeticError, KeyError, torch.jit.Error) as exc:
+        raise ForceCallFailed(f"the forecaster call failed ({one_line(exc)})") from exc
+
+
+@register_engine("rollout")
+class RolloutEngine:
+    """``settings.replicas`` copies of ``atoms`` advanced by ``forecaster``; ``monitor`` gives ``epot_eV``."""
+
+    drives = "forecaster"
+
+    def __init__(self, atoms, forecaster: LoadedForecaster, settings: ForecastSettings,
+                 restart: Optional[dict] = None, monitor: Optional[Callable] = None):
+        from integrators import rollout
+
+        if settings.thermostat not in THERMOSTATS:
+            raise MLMDError(f"unknown thermostat {settings.thermostat!r}; choose one of {', '.join(THERMOSTATS)}")
+        self.forecaster, self.monitor = forecaster, monitor
+        device = settings.device
+        system = replicate(atoms, settings.replicas, settings.seed, device, source="mlmd forecast")
+        if restart is None:
+            positions = system.positions
+            seeds = [settings.seed + k for k in range(settings.replicas)]
+            velocities = torch.as_tensor(starting_velocities(atoms, settings.temperature_K, seeds, "mlmd forecast"),
+                                         device=device)
+        else:
+            positions = restart["positions"].to(device)
+            velocities = restart["velocities"].to(device)
+        rate = (1.0 / settings.tau_fs) if settings.thermostat == "csvr" else 0.0
+        state = rollout.init(positions, velocities, kT=KB_EV_PER_K * settings.temperature_K, friction=rate,
+                             **system.arguments())
+        if restart is not None:
+            state = state.replace(images=restart["images"].to(device), step=int(restart["step"]))
+            for _ in range(WARM_UP_CALLS):  # TorchScript's first calls run unoptimised graphs
+                forecaster.call(state.positions, state.atomic_numbers, state.cell, state.pbc, state.batch,
+                                state.velocities)
+        self.state = state
+
+    @property
+    def step(self) -> int:
+        return self.state.step
+
+    def advance(self, n_steps: int, on_step: Callable[[int], object]) -> None:
+        state = self.state
+        for _ in range(n_steps):
+            state = rollout_step(state, self.forecaster)
+            on_step(1)
+        self.state = state
+
+    def save_point(self):
+        return self.state
+
+    def restore(self, point) -> None:
+        self.state = point
+
+    def snapshot(self) -> Snapshot:
+        from integrators import rollout
+
+        state = self.state
+        epot = None
+        if self.monitor is not None:
+            epot = self.monitor(state.positions, state.atomic_numbers, state.cell, state.pbc, state.batch)
+            epot = epot.detach().cpu().numpy().astype(np.float64)
+        return Snapshot(
+            step=state.step,
+            ekin_eV=rollout.kinetic_energy(state).detach().cpu().numpy(),
+            temperature_K=(rollout.kinetic_kT(state) / KB_EV_PER_K).detach().cpu().numpy(),
+            positions_A=state.positions.detach().cpu().numpy(),
+            velocities_A_per_fs=state.velocities.detach().cpu().numpy(),
+            cell_A=state.cell[0].cpu().numpy(),
+            pbc=state.pbc[0].cpu().numpy(),
+            epot_eV=epot,
+            frame_positions_A=state.unwrapped_positions().detach().cpu().numpy(),
+        )
+
+    def payload(self, point) -> dict:
+        return {"step": point.step, "positions": point.positions.cpu(), "velocities": point.velocities.cpu(),
+                "images": point.images.cpu()}
+
+
+def single_replica_state(positions_A, velocities_A_per_fs, masses_amu, numbers, cell_A, pbc, fixed,
+                         temperature_K: float, rate_per_fs: float, seed: int, step: int):
+    """A one-replica :class:`integrators.rollout.RolloutState` from plain arrays (Å, Å/fs, amu, Å), for drivers
+    that keep their state elsewhere (an ASE ``Atoms``, an OpenMM ``Context``)."""
+    from integrators import rollout
+
+    from ..constants import AMU_A2_PER_FS2_EV
+
+    as_float = lambda array: torch.as_tensor(np.asarray(array, dtype=float))
+    state = rollout.init(
+        as_float(positions_A), as_float(velocities_A_per_fs), as_float(masses_amu) * AMU_A2_PER_FS2_EV,
+        torch.as_tensor(np.asarray(numbers), dtype=torch.int64), as_float(cell_A)[None],
+        torch.as_tensor(np.asarray(pbc, dtype=bool))[None], torch.zeros(len(numbers), dtype=torch.int64),
+        kT=KB_EV_PER_K * temperature_K, friction=rate_per_fs, seeds=seed, fixed=torch.as_tensor(fixed))
+    return state.replace(step=step)
+
+
+def checked_interval(state, forecaster: LoadedForecaster, min_distance_A: Optional[float],
+                     max_temperature_K: Optional[float], where: str):
+    """One interval from ``state``, checked by :func:`mlmd.dynamics.guards.guard_problem`; raises
+    :class:`~mlmd.dynamics.guards.UnstableRunError` (the state before the interval stays the caller's)."""
+    from integrators import rollout
+
+    from .guards import UnstableRunError, guard_problem
+
+    try:
+        new = rollout_step(state, forecaster)
+        problem = guard_problem(new.positions, new.velocities, new.cell, new.pbc, new.batch,
+                                rollout.kinetic_kT(new) / KB_EV_PER_K, min_distance_A, max_temperature_K)
+    except ForceCallFailed as exc:
+        problem = str(exc)
+    if problem:
+        raise UnstableRunError(f"{where}: the forecast became unstable at step {state.step + 1}: {problem}; the "
+                               "state before that step is left in place", None)
+    return new

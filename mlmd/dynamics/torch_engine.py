@@ -1,0 +1,113 @@
+"""The ``torch`` engine: the schemes of :mod:`integrators` on a batch of replicas.
+
+The potential is the model contract (an exported model on CPU or CUDA) or an ASE
+calculator behind the same callable (:class:`mlmd.dynamics.potential.CalculatorPotential`),
+so every scheme works with every calculator. ``T = 2 E_kin / (N_dof k_B)`` with
+``N_dof = 3 N_free`` per replica (fixed atoms excluded).
+"""
+
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from ..constants import FS_PS, KB_EV_PER_K
+from ..errors import MLMDError
+from .engine import WARM_UP_CALLS, ForceCallFailed, MDSettings, Snapshot, one_line, register_engine
+from .potential import CalculatorPotential
+from .system import replicate, starting_velocities
+
+
+@register_engine("torch")
+class TorchEngine:
+    """:data:`integrators.INTEGRATORS` schemes on ``settings.replicas`` copies of ``atoms``."""
+
+    drives = "potential"
+
+    @staticmethod
+    def integrators():
+        from integrators import INTEGRATORS
+
+        return INTEGRATORS
+
+    @staticmethod
+    def check(settings: MDSettings, model, calculator) -> None:
+        if calculator is not None and not str(settings.device).startswith("cpu"):
+            raise MLMDError("ASE calculators run on the CPU; drop --device or use --model")
+
+    @classmethod
+    def create(cls, atoms, model, calculator, settings: MDSettings, restart: Optional[dict]):
+        """From an exported model (loaded :class:`mlmd.model.Model`) or an ASE calculator (name or object)."""
+        if model is not None:
+            energy_forces = model.energy_forces
+        else:
+            energy_forces = CalculatorPotential(atoms, calculator, settings.replicas)
+        return cls(atoms, energy_forces, settings, restart)
+
+    def __init__(self, atoms, energy_forces: Callable, settings: MDSettings, restart: Optional[dict] = None):
+        from integrators.state import init_state
+
+        self.step_function = self.integrators()[settings.integrator]
+        self.energy_forces = energy_forces
+        self.timestep_fs = settings.timestep_fs
+        device = settings.device
+        system = replicate(atoms, settings.replicas, settings.seed, device, source="mlmd md")
+        if restart is None:
+            positions = system.positions
+            seeds = [settings.seed + k for k in range(settings.replicas)]
+            velocities = torch.as_tensor(starting_velocities(atoms, settings.temperature_K, seeds, "mlmd md"),
+                                         device=device)
+        else:
+            positions = restart["positions"].to(device)
+            velocities = restart["velocities"].to(device)
+        state = init_state(energy_forces, positions, kT=KB_EV_PER_K * settings.temperature_K,
+                           friction=settings.friction_per_ps * FS_PS, velocities=velocities, **system.arguments())
+        if restart is not None:
+            # The saved forces, not re-evaluated ones, and a warmed-up model, so that the continuation is bit for bit.
+            if not isinstance(energy_forces, CalculatorPotential):
+                for _ in range(WARM_UP_CALLS - 1):
+                    energy_forces(state.positions, state.atomic_numbers, state.cell, state.pbc, state.batch)
+            state = state.replace(energy=restart["energy"].to(device), forces=restart["forces"].to(device),
+                                  step=int(restart["step"]))
+        self.state = state
+
+    @property
+    def step(self) -> int:
+        return self.state.step
+
+    def advance(self, n_steps: int, on_step: Callable[[int], object]) -> None:
+        state = self.state
+        try:
+            for _ in range(n_steps):
+                state = self.step_function(state, self.energy_forces, self.timestep_fs)
+                on_step(1)
+        except (RuntimeError, ValueError, ArithmeticError, torch.jit.Error) as exc:  # what a failing model raises
+            raise ForceCallFailed(f"the force call failed at step {state.step + 1} ({one_line(exc)})") from exc
+        self.state = state
+
+    def save_point(self):
+        return self.state
+
+    def restore(self, point) -> None:
+        self.state = point
+
+    def snapshot(self) -> Snapshot:
+        from integrators.state import degrees_of_freedom, kinetic_energy
+
+        state = self.state
+        kinetic = kinetic_energy(state)
+        dof = degrees_of_freedom(state).clamp(min=1.0)
+        return Snapshot(
+            step=state.step,
+            epot_eV=state.energy.detach().cpu().numpy().astype(np.float64),
+            ekin_eV=kinetic.detach().cpu().numpy(),
+            temperature_K=(2.0 * kinetic / (dof * KB_EV_PER_K)).cpu().numpy(),
+            positions_A=state.positions.detach().cpu().numpy(),
+            velocities_A_per_fs=state.velocities.detach().cpu().numpy(),
+            cell_A=state.cell[0].cpu().numpy(),
+            pbc=state.pbc[0].cpu().numpy(),
+        )
+
+    def payload(self, point) -> dict:
+        return {"engine": "torch", "step": point.step,
+                **{key: getattr(point, key).detach().cpu() for key in ("positions", "velocities", "energy", "forces")}}

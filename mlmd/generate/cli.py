@@ -1,0 +1,106 @@
+"""``mlmd generate``: labelled frames or reference trajectories of a named system."""
+
+import time
+from typing import List, Optional
+
+from ..cli import Command
+from ..errors import MLMDError
+from ..io import check_destination
+from .frames import generate
+from .systems import EMT_METALS, MOLECULE_ALIASES, SYSTEMS
+
+# --- command line ------------------------------------------------------------
+
+
+def _add_arguments(parser) -> None:
+    parser.add_argument("system", nargs="?", help="system to generate (see --list), e.g. ethanol, cu, argon")
+    parser.add_argument("-o", "--output", help="output extended XYZ file (default: SYSTEM.xyz)")
+    parser.add_argument("--frames", type=int, default=1000, help="number of labelled frames (default 1000)")
+    parser.add_argument("--calculator", help="reference calculator: emt, lj, morse, gfn2 or an ASE calculator name "
+                        "(default: the system's own)")
+    parser.add_argument("--temperatures", help="comma-separated MD temperatures in K (default: the system's own)")
+    parser.add_argument("--timestep", type=float, help="MD time step in fs")
+    parser.add_argument("--stride", type=int, help="MD steps between sampled frames")
+    parser.add_argument("--equilibration", type=int,
+                        help="MD steps before sampling (default 200; 1000 with --trajectory)")
+    parser.add_argument("--displaced-fraction", type=float, default=0.1,
+                        help="fraction of frames that are random displacements (default 0.1)")
+    parser.add_argument("--displacement", type=float, help="standard deviation of the displacements in Å")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--list", action="store_true", help="list the systems and exit")
+    group = parser.add_argument_group(
+        "reference trajectories (--trajectory)",
+        "write RUNS independent CSVR runs with positions and velocities every --stride steps (default 1) into the "
+        "folder -o (default SYSTEM-trajectories/), one file per run; see mlmd.trajectories")
+    group.add_argument("--trajectory", action="store_true", help="write reference trajectories instead of frames")
+    group.add_argument("--runs", type=int, default=4, help="independent runs (default 4)")
+    group.add_argument("--steps", type=int, default=20000, help="recorded MD steps per run (default 20000)")
+    group.add_argument("--temperature", type=float, default=300.0, help="temperature in K (default 300)")
+    group.add_argument("--friction", type=float, default=1.0,
+                       help="CSVR rate 1/tau in 1/ps (default 1; 0 runs NVE velocity Verlet)")
+    group.add_argument("--config", help="starting configuration of the system (default its first, e.g. bulk)")
+    group.add_argument("--format", default="h5", choices=("h5", "xyz"), help="file format per run (default h5)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _parse_temperatures(text: Optional[str]) -> Optional[List[float]]:
+    if text is None:
+        return None
+    try:
+        return [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise MLMDError(f"--temperatures must be comma-separated numbers in K, got {text!r}") from None
+
+
+def _run(args) -> int:
+    from ..io import write_frames
+
+    if args.list:
+        named = [n for n in SYSTEMS if n in MOLECULE_ALIASES or n in ("argon", "lj") or n.capitalize() in EMT_METALS]
+        for name in named:
+            print(f"{name:15s} {SYSTEMS[name].description}")
+        print(f"... and the {len(SYSTEMS) - len(named)} molecules of ASE's g2 collection by formula (e.g. ch3cooh)")
+        return 0
+    if not args.system:
+        raise MLMDError("name a system to generate, e.g. `mlmd generate ethanol`; `mlmd generate --list` lists them")
+    start = time.perf_counter()
+    if args.trajectory:
+        from .trajectories import generate_trajectories
+
+        output = args.output or f"{args.system.lower()}-trajectories"
+        paths = generate_trajectories(
+            args.system, output, runs=args.runs, steps=args.steps, timestep_fs=args.timestep,
+            temperature_K=args.temperature, stride=args.stride or 1,
+            equilibration_steps=1000 if args.equilibration is None else args.equilibration,
+            friction_per_ps=args.friction, calculator=args.calculator, config=args.config, seed=args.seed,
+            fmt=args.format, progress=not args.quiet)
+        elapsed = time.perf_counter() - start
+        print(f"wrote {len(paths)} trajectories of {args.system} ({args.steps // (args.stride or 1) + 1} frames each) "
+              f"to {output}/ in {elapsed:.1f} s")
+        return 0
+    output = check_destination(args.output or f"{args.system.lower()}.xyz", "output file")
+    frames = generate(
+        args.system,
+        frames=args.frames,
+        calculator=args.calculator,
+        temperatures_K=_parse_temperatures(args.temperatures),
+        timestep_fs=args.timestep,
+        stride=args.stride,
+        equilibration_steps=200 if args.equilibration is None else args.equilibration,
+        displaced_fraction=args.displaced_fraction,
+        displacement_A=args.displacement,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    write_frames(output, frames)
+    elapsed = time.perf_counter() - start
+    print(f"wrote {len(frames)} frames of {args.system} to {output} in {elapsed:.1f} s")
+    return 0
+
+
+COMMAND = Command(
+    name="generate",
+    help="make a labelled reference dataset with an ASE calculator",
+    add_arguments=_add_arguments,
+    run=_run,
+)

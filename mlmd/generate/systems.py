@@ -1,0 +1,215 @@
+"""Named systems ``mlmd generate`` can make data for: a registry of recipes.
+
+A recipe gives a set of starting configurations (a molecule; bulk, surfaces, an
+adatom and a vacancy for a metal; a liquid box for Lennard-Jones), a default
+reference calculator and an MD time step. :func:`register_system` adds one.
+"""
+
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Tuple
+
+import numpy as np
+
+
+Config = Tuple[str, object]  # (label, ase.Atoms)
+
+
+@dataclass
+class SystemRecipe:
+    """How to make reference data for one named system."""
+
+    build: Callable[[], List[Config]]
+    calculator: str
+    timestep_fs: float
+    temperatures_K: Tuple[float, ...]
+    stride: int
+    relax: bool = False
+    displacement_A: float = 0.05
+    description: str = ""
+
+
+SYSTEMS: Dict[str, SystemRecipe] = {}
+
+
+def register_system(name: str, recipe: SystemRecipe) -> None:
+    SYSTEMS[name.lower()] = recipe
+
+
+# --- molecules ---------------------------------------------------------------
+
+# Names users type for molecules in ASE's g2 collection.
+MOLECULE_ALIASES = {
+    "ethanol": "CH3CH2OH",
+    "methanol": "CH3OH",
+    "water": "H2O",
+    "acetic-acid": "CH3COOH",
+    "benzene": "C6H6",
+    "acetone": "CH3COCH3",
+    "formamide": "HCONH2",
+    "glycine": None,
+    "malonaldehyde": None,
+}
+
+
+def _malonaldehyde():
+    """Enol malonaldehyde (C3H4O2) with its intramolecular hydrogen bond; a rough
+    planar geometry that the recipe relaxes with the reference calculator."""
+    from ase import Atoms
+
+    symbols = "CCCOOHHHH"
+    positions = [
+        (-1.25, 0.65, 0.0),  # carbonyl C
+        (0.00, 0.00, 0.0),  # central C
+        (1.25, 0.65, 0.0),  # enol C
+        (-1.25, 1.90, 0.0),  # carbonyl O
+        (1.25, 1.90, 0.0),  # hydroxyl O
+        (0.30, 2.15, 0.0),  # hydroxyl H, bridging to the carbonyl O
+        (0.00, -1.08, 0.0),
+        (-2.20, 0.10, 0.0),
+        (2.20, 0.10, 0.0),
+    ]
+    return Atoms(symbols, positions=positions)
+
+
+def _glycine():
+    """Neutral glycine, NH2-CH2-COOH; rough geometry, relaxed by the recipe."""
+    from ase import Atoms
+
+    symbols = "NCCOOHHHHH"
+    positions = [
+        (-1.90, 0.40, 0.0),
+        (-0.55, -0.15, 0.0),
+        (0.50, 0.90, 0.0),
+        (0.30, 2.10, 0.0),
+        (1.75, 0.40, 0.0),
+        (2.35, 1.15, 0.0),
+        (-0.42, -0.78, 0.88),
+        (-0.42, -0.78, -0.88),
+        (-2.55, -0.35, 0.0),
+        (-2.05, 0.98, 0.82),
+    ]
+    return Atoms(symbols, positions=positions)
+
+
+def molecule_configs(name: str) -> List[Config]:
+    from ase.build import molecule
+
+    if name == "malonaldehyde":
+        atoms = _malonaldehyde()
+    elif name == "glycine":
+        atoms = _glycine()
+    else:
+        atoms = molecule(MOLECULE_ALIASES.get(name) or name)
+    atoms.pbc = False
+    atoms.cell = np.zeros((3, 3))
+    return [(name, atoms)]
+
+
+def _register_molecules() -> None:
+    from ase.collections import g2
+
+    for alias in MOLECULE_ALIASES:
+        register_system(
+            alias,
+            SystemRecipe(
+                build=lambda alias=alias: molecule_configs(alias),
+                calculator="gfn2",
+                timestep_fs=0.5,
+                temperatures_K=(300.0, 600.0),
+                stride=20,
+                relax=True,
+                displacement_A=0.04,
+                description=f"{alias} in vacuum (GFN2-xTB)",
+            ),
+        )
+    for formula in g2.names:
+        if formula.lower() not in SYSTEMS:
+            register_system(
+                formula.lower(),
+                SystemRecipe(
+                    build=lambda formula=formula: molecule_configs(formula),
+                    calculator="gfn2",
+                    timestep_fs=0.5,
+                    temperatures_K=(300.0, 600.0),
+                    stride=20,
+                    relax=True,
+                    displacement_A=0.04,
+                    description=f"{formula} from ASE's g2 collection (GFN2-xTB)",
+                ),
+            )
+
+
+# --- metals (EMT) ------------------------------------------------------------
+
+EMT_METALS = ("Cu", "Al", "Ni", "Pd", "Ag", "Pt", "Au")
+
+
+def metal_configs(symbol: str) -> List[Config]:
+    """Bulk (two sizes), a vacancy, fcc(100) and fcc(111) slabs, and an adatom on (100)."""
+    from ase.build import add_adsorbate, bulk, fcc100, fcc111
+
+    configs: List[Config] = []
+    unit = bulk(symbol, "fcc", cubic=True)
+    configs.append(("bulk", unit.repeat((2, 2, 2))))
+    configs.append(("bulk-large", unit.repeat((3, 3, 3))))
+    vacancy = unit.repeat((2, 2, 2))
+    del vacancy[0]
+    configs.append(("vacancy", vacancy))
+    configs.append(("surface-100", fcc100(symbol, size=(3, 3, 4), vacuum=6.0, periodic=True)))
+    configs.append(("surface-111", fcc111(symbol, size=(3, 3, 4), vacuum=6.0, periodic=True)))
+    adatom = fcc100(symbol, size=(3, 3, 4), vacuum=6.0, periodic=True)
+    add_adsorbate(adatom, symbol, height=1.8, position="hollow")
+    configs.append(("adatom-100", adatom))
+    for _, atoms in configs:
+        atoms.info.pop("adsorbate_info", None)  # ASE's slab bookkeeping; extended XYZ cannot hold it
+    return configs
+
+
+def _register_metals() -> None:
+    for symbol in EMT_METALS:
+        register_system(
+            symbol.lower(),
+            SystemRecipe(
+                build=lambda symbol=symbol: metal_configs(symbol),
+                calculator="emt",
+                timestep_fs=2.0,
+                temperatures_K=(300.0, 900.0),
+                stride=10,
+                displacement_A=0.08,
+                description=f"{symbol}: bulk, vacancy, (100) and (111) surfaces, adatom (EMT)",
+            ),
+        )
+
+
+# --- Lennard-Jones -----------------------------------------------------------
+
+
+def argon_configs() -> List[Config]:
+    """108 argon atoms in a periodic box at the liquid density near the triple point
+    (1.374 g/cm^3, 0.0207 atoms/Å^3), started from fcc."""
+    from ase.build import bulk
+
+    lattice = (4.0 / 0.0207) ** (1.0 / 3.0)
+    atoms = bulk("Ar", "fcc", a=lattice, cubic=True).repeat((3, 3, 3))
+    return [("liquid", atoms)]
+
+
+def _register_lj() -> None:
+    recipe = SystemRecipe(
+        build=argon_configs,
+        calculator="lj",
+        timestep_fs=5.0,
+        temperatures_K=(90.0, 120.0),
+        stride=20,
+        displacement_A=0.05,
+        description="liquid argon, 108 atoms (Lennard-Jones)",
+    )
+    register_system("argon", recipe)
+    register_system("lj", recipe)
+
+
+_register_molecules()
+_register_metals()
+_register_lj()
+
+
