@@ -47,14 +47,12 @@ ForceBackend = Callable[[object, np.ndarray, bool, Optional[np.ndarray], Optiona
 FORCE_BACKENDS: Dict[str, ForceBackend] = {}
 
 
-def register_backend(name: str):
-    """Decorator: make ``build`` available as ``create_force(..., backend=name)``."""
-
-    def decorate(build: ForceBackend) -> ForceBackend:
-        FORCE_BACKENDS[name] = build
-        return build
-
-    return decorate
+def register_backend(name: str, build: Optional[ForceBackend] = None):
+    """Make ``build`` available as ``create_force(..., backend=name)``; without ``build``, a decorator."""
+    if build is None:
+        return lambda function: register_backend(name, function)
+    FORCE_BACKENDS[name] = build
+    return build
 
 
 class TorchForceModule(torch.nn.Module):
