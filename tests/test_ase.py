@@ -112,6 +112,7 @@ def test_each_step_asks_the_calculator_once(cls):
 
 
 def test_kept_forces_are_dropped_when_the_atoms_move_or_the_calculator_changes():
+    """Each change is followed by the trajectory of a fresh dynamics started where the atoms now are."""
     atoms = cluster()
     dynamics = VelocityVerlet(atoms, 2.0 * units.fs)
     dynamics.run(3)
@@ -124,12 +125,17 @@ def test_kept_forces_are_dropped_when_the_atoms_move_or_the_calculator_changes()
     VelocityVerlet(expected, 2.0 * units.fs).run(3)
     np.testing.assert_allclose(atoms.positions, expected.positions, rtol=0, atol=1e-12)
 
-    atoms.calc = LennardJones(sigma=2.3, epsilon=0.2, rc=5.0)
-    expected = atoms.copy()
-    expected.calc = LennardJones(sigma=2.3, epsilon=0.2, rc=5.0)
-    dynamics.run(3)
-    VelocityVerlet(expected, 2.0 * units.fs).run(3)
-    np.testing.assert_allclose(atoms.positions, expected.positions, rtol=0, atol=1e-12)
+    for epsilon in (0.2, 0.3):  # a new calculator, then new parameters for it
+        if epsilon == 0.2:
+            atoms.calc = LennardJones(sigma=2.3, epsilon=epsilon, rc=5.0)
+        else:
+            atoms.calc.set(epsilon=epsilon)
+            atoms.calc.reset()  # LennardJones keeps its results on set(); reset() is how ASE is told
+        expected = atoms.copy()
+        expected.calc = LennardJones(sigma=2.3, epsilon=epsilon, rc=5.0)
+        dynamics.run(3)
+        VelocityVerlet(expected, 2.0 * units.fs).run(3)
+        np.testing.assert_allclose(atoms.positions, expected.positions, rtol=0, atol=1e-12)
 
 
 def test_fixed_atoms_stay_and_other_constraints_are_refused():

@@ -14,10 +14,12 @@ reproducible from its seed (the noise is indexed by the step number).
 Forces are kept between steps: the forces at the end of one step are those at
 the start of the next, and the calculator is asked again only when the
 positions, cell, pbc, atomic numbers or the calculator itself changed since
-the forces were computed. Every step therefore asks the calculator once, for
-the forces only (the step never needs the energy; loggers ask for it, and a
-caching calculator answers from the same calculation). ``FixAtoms``
-constraints are honoured; other constraints are refused with a clear error.
+the forces were computed, or its results were cleared (``calc.reset()``, which
+is also what makes ASE itself recompute after a parameter change). Every step
+therefore asks the calculator once, for the forces only (the step never needs
+the energy; loggers ask for it, and a caching calculator answers from the same
+calculation). ``FixAtoms`` constraints are honoured; other constraints are
+refused with a clear error.
 """
 
 from typing import Optional
@@ -48,8 +50,10 @@ class KeptForces:
         self.forces = forces
 
     def valid_for(self, atoms) -> bool:
-        """Whether ``atoms`` (with its calculator) is still where these forces were computed."""
-        return (atoms.calc is self.calculator and np.array_equal(atoms.positions, self.positions)
+        """Whether ``atoms`` (with its calculator) is still where these forces were computed; a calculator
+        whose results were cleared since (``calc.reset()``) invalidates them."""
+        return (atoms.calc is self.calculator and bool(getattr(atoms.calc, "results", None))
+                and np.array_equal(atoms.positions, self.positions)
                 and np.array_equal(atoms.cell.array, self.cell) and np.array_equal(atoms.pbc, self.pbc)
                 and np.array_equal(atoms.numbers, self.numbers))
 
