@@ -6,7 +6,7 @@ found by ASE under the name ``mlmd``), :class:`MLMDError`.
 
 __version__ = "0.1.0"
 
-from .ase_calculator import MLMDCalculator  # noqa: E402  (registers the name "mlmd" with ASE)
+from .ase import MLMDCalculator  # noqa: E402  (registers the name "mlmd" with ASE)
 from .errors import MLMDError  # noqa: E402
 
 # Modules that import torch load on first use, so `import mlmd` and `mlmd --help` stay fast.

@@ -1,11 +1,6 @@
-"""Entry point for ASE's plugin system (group ``ase.plugins``): the calculator named ``mlmd``."""
+"""Old ``ase.plugins`` entry point, kept for one release (installs made before the entry point moved
+still name this module): the plugin record lives in :mod:`mlmd.ase.plugin`."""
 
-from ase._4.plugins.plugin import CalculatorPlugin
+from .ase.plugin import __ase_plugins__
 
-__ase_plugins__ = {
-    CalculatorPlugin(
-        "mlmd",
-        implementation="mlmd.ase_calculator.MLMDCalculator",
-        citation="mlmd: learned interatomic potentials in the MD engines people already use",
-    )
-}
+__all__ = ["__ase_plugins__"]

@@ -17,10 +17,12 @@ from mlmd.constants import ANGSTROM_NM, EV_KJ_PER_MOL, EV_PER_A_KJ_PER_MOL_NM
 from mlmd.errors import MLMDError, StructureError
 from mlmd.model import export_model
 from mlmd.openmm import (
+    FORCE_BACKENDS,
     PythonForceComputation,
     create_force,
     create_mixed_system,
     create_system,
+    register_backend,
     topology_from_atoms,
 )
 from reference_potentials import LennardJonesPotential
@@ -267,6 +269,29 @@ def test_missing_openmmtorch_suggests_the_python_backend(model_file, monkeypatch
     monkeypatch.setitem(sys.modules, "openmmtorch", None)
     with pytest.raises(MLMDError, match="backend='python'"):
         create_force(model_file, atoms=_ethanol(), backend="torch")
+
+
+def test_a_registered_backend_serves_create_force_and_create_system(model_file):
+    """A third backend plugs in by name; it receives the numbers, periodicity and subset create_force worked out."""
+    calls = []
+
+    def recording(model, numbers, periodic, indices, device):
+        calls.append((numbers.tolist(), periodic, None if indices is None else indices.tolist()))
+        return FORCE_BACKENDS["python"](model, numbers, periodic, indices, device)
+
+    assert register_backend("recording", recording) is recording
+    try:
+        with pytest.raises(MLMDError, match="choose one of torch, python, recording"):
+            create_force(model_file, atoms=_ethanol(), backend="jax")
+        copper = _copper()
+        topology, positions = topology_from_atoms(copper)
+        energy, forces = _evaluate(create_system(topology, model_file, backend="recording"), positions)
+        assert calls == [(copper.numbers.tolist(), True, None)]
+        _assert_close(energy, forces, *_references(copper, model_file)[1])
+        create_force(model_file, atoms=_ethanol(), atom_indices=[2, 0], backend="recording")
+        assert calls[-1] == ([_ethanol().numbers[2], _ethanol().numbers[0]], False, [2, 0])
+    finally:
+        FORCE_BACKENDS.pop("recording")
 
 
 def test_bad_arguments(model_file):

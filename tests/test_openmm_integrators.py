@@ -10,7 +10,7 @@ from openmm import unit
 
 from mlmd.constants import EV_KJ_PER_MOL, FS_PS, KB_EV_PER_K
 from mlmd.errors import MLMDError
-from mlmd.openmm_integrators import OPENMM_INTEGRATORS, baoab_integrator, gjf_integrator, kt_kj_per_mol
+from mlmd.openmm import OPENMM_INTEGRATORS, baoab_integrator, gjf_integrator, kt_kj_per_mol
 
 MASS_AMU = 10.0
 TEMPERATURE_K = 300.0
