@@ -15,7 +15,7 @@ _LAZY = {"load_model": ("model", "load_model"), "Model": ("model", "Model"), "ex
 
 
 # Submodules reachable as attributes (``mlmd.md.run``) without an explicit import.
-_SUBMODULES = ("md", "saddle", "openmm", "demo", "train", "data", "generate", "forecast", "forecast_engines",
+_SUBMODULES = ("md", "saddle", "openmm", "demo", "train", "training", "data", "generate", "forecast", "dynamics",
                "trajectories")
 
 

@@ -44,8 +44,8 @@ def _run_ase(model, steps: int, stride: int, folder: Path) -> Dict[str, float]:
     from ase.io.trajectory import Trajectory
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
-    from .ase_calculator import MLMDCalculator
-    from .ase_dynamics import BAOAB
+    from .ase import MLMDCalculator
+    from .ase.dynamics import BAOAB
 
     atoms = _ethanol()
     atoms.calc = MLMDCalculator(model)
@@ -91,7 +91,7 @@ def run(output: Path = Path("mlmd-demo"), steps: int = 2000, replicas: int = 8, 
         f"({simulation_ps:g} ps), friction {FRICTION_PER_PS:g}/ps\n")
 
     summary: Dict[str, Dict] = {}
-    say("1. ASE (MLMDCalculator + mlmd.ase_dynamics.BAOAB) ...")
+    say("1. ASE (MLMDCalculator + mlmd.ase.BAOAB) ...")
     summary["ase"] = _run_ase(loaded, steps, stride, output)
     summary["ase"]["files"] = {"trajectory": str(output / "ase.traj")}
 

@@ -46,6 +46,7 @@ from .dynamics import (
     guard_problem,
     read_atoms,
     save_state_xyz,
+    summary,
 )
 from .dynamics.potential import energy_monitor
 from .dynamics.rollout_engine import THERMOSTATS, ForecastSettings, LoadedForecaster, RolloutEngine, load_forecaster
@@ -219,9 +220,7 @@ def _run(args) -> int:
                  trajectory=args.trajectory, stride=args.stride, restart=args.restart, restart_file=restart_file,
                  restart_every=args.restart_every, min_distance_A=args.min_distance,
                  max_temperature_K=args.max_temperature, progress=not args.quiet)
-    written = ", ".join(str(path) for path in result.files.values())
-    print(f"mlmd forecast: step {result.step} ({result.time_fs * FS_PS:.4g} ps), "
-          f"{result.ps_per_second:.3g} ps/s ({ps_per_day(result.ps_per_second):.3g} ns/day); wrote {written}")
+    print(summary("mlmd forecast", result))
     return 0
 
 

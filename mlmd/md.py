@@ -52,7 +52,6 @@ from pathlib import Path
 from typing import Optional
 
 from .cli import Command
-from .constants import FS_PS
 from .dynamics import (
     DEFAULT_MAX_ENERGY_JUMP_EV_PER_ATOM,
     DEFAULT_MIN_DISTANCE_A,
@@ -68,6 +67,7 @@ from .dynamics import (
     engine_class,
     ns_per_day,
     read_atoms,
+    summary,
 )
 from .dynamics.potential import CalculatorPotential
 from .dynamics.trajectory import TrajectoryWriter
@@ -277,9 +277,7 @@ def _run(args) -> int:
                  restart_every=args.restart_every, max_energy_jump_eV_per_atom=args.max_energy_jump,
                  min_distance_A=args.min_distance, max_temperature_K=args.max_temperature,
                  plot=not args.no_plot, progress=not args.quiet)
-    written = ", ".join(str(path) for path in result.files.values())
-    print(f"mlmd md: step {result.step} ({result.time_fs * FS_PS:.4g} ps), {result.ns_per_day:.3g} ns/day; "
-          f"wrote {written}")
+    print(summary("mlmd md", result))
     return 0
 
 

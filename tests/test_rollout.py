@@ -295,7 +295,7 @@ def reference_rollout(atoms, forecaster, steps, temperature_K, tau_fs, seed):
 def test_ase_dynamics_with_observer_and_trajectory_writer(tmp_path):
     from ase.io import Trajectory, read
 
-    from mlmd.forecast_engines import ForecastDynamics
+    from mlmd.ase import ForecastDynamics
 
     atoms = water()
     atoms.set_velocities(0.005 * np.random.default_rng(0).standard_normal((3, 3)) / units.fs)
@@ -320,7 +320,7 @@ def test_openmm_driver_with_state_data_and_dcd_reporters(tmp_path):
     from openmm import app, unit
 
     from mlmd.constants import A_PER_FS_NM_PER_PS
-    from mlmd.forecast_engines import OpenMMForecastDriver, forecast_integrator
+    from mlmd.openmm import OpenMMForecastDriver, forecast_integrator
     from mlmd.openmm import topology_from_atoms
 
     atoms = water()

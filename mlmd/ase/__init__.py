@@ -5,6 +5,7 @@
 - :mod:`mlmd.ase.dynamics`: :class:`BAOAB`, :class:`OBABO`, :class:`GJF`,
   :class:`CSVR` and :class:`VelocityVerlet` as ASE ``MolecularDynamics``
   classes for any calculator, keeping their forces between steps;
+- :mod:`mlmd.ase.forecast`: :class:`ForecastDynamics`, a trajectory forecaster as ASE dynamics;
 - :mod:`mlmd.ase.plugin`: the ``ase.plugins`` entry point (what ASE can find
   by name, and when, is explained there).
 
@@ -20,7 +21,7 @@ from .calculator import MLMDCalculator
 _LAZY = {
     "BAOAB": ".dynamics", "OBABO": ".dynamics", "GJF": ".dynamics", "CSVR": ".dynamics",
     "VelocityVerlet": ".dynamics", "IntegratorDynamics": ".dynamics",
-    # forecast dynamics (the forecaster as ASE dynamics) will be listed here, from ".forecast"
+    "ForecastDynamics": ".forecast",
 }
 
 
@@ -30,4 +31,4 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["BAOAB", "CSVR", "GJF", "IntegratorDynamics", "MLMDCalculator", "OBABO", "VelocityVerlet"]
+__all__ = ["BAOAB", "CSVR", "ForecastDynamics", "GJF", "IntegratorDynamics", "MLMDCalculator", "OBABO", "VelocityVerlet"]

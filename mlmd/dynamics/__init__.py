@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..io import PathLike
-from .driver import Driver, RunResult, ns_per_day
+from .driver import Driver, RunResult, ns_per_day, summary
 from .engine import ENGINES, Engine, ForceCallFailed, MDSettings, Snapshot, engine_class, register_engine
 from .guards import (
     DEFAULT_MAX_ENERGY_JUMP_EV_PER_ATOM,
@@ -67,4 +67,4 @@ __all__ = ["DEFAULT_MAX_ENERGY_JUMP_EV_PER_ATOM", "DEFAULT_MIN_DISTANCE_A", "Dri
            "ForceCallFailed", "Guards", "MDSettings", "ReplicatedSystem", "RunOutputs", "RunResult", "Snapshot",
            "UnstableRunError", "default_max_temperature_K", "default_restart_file", "default_state_file",
            "engine_class", "guard_problem", "ns_per_day", "read_atoms", "register_engine", "replicate",
-           "save_state_xyz", "starting_velocities"]
+           "save_state_xyz", "starting_velocities", "summary"]

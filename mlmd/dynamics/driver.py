@@ -52,6 +52,13 @@ class RunResult:
         return self.ns_per_day * FS_PS / (FS_NS * SECONDS_PER_DAY)
 
 
+def summary(command: str, result: RunResult) -> str:
+    """The line a command prints when its run ends: where it got to, how fast, what it wrote."""
+    written = ", ".join(str(path) for path in result.files.values())
+    return (f"{command}: step {result.step} ({result.time_fs * FS_PS:.4g} ps), {result.ns_per_day:.3g} ns/day "
+            f"({result.ps_per_second:.3g} ps/s); wrote {written}")
+
+
 @dataclass
 class Observer:
     function: Callable

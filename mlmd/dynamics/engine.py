@@ -31,7 +31,7 @@ ENGINES: Dict[str, Callable[..., "Engine"]] = {}
 
 # Built-in engines live beside the code they drive; importing the module registers the engine.
 BUILTIN_ENGINE_MODULES = {"torch": "mlmd.dynamics.torch_engine", "rollout": "mlmd.dynamics.rollout_engine",
-                          "openmm": "mlmd.dynamics.openmm_engine"}
+                          "openmm": "mlmd.openmm.engine"}
 
 
 @dataclass
@@ -81,6 +81,33 @@ def one_line(exc: BaseException) -> str:
     if not lines:
         return type(exc).__name__
     return lines[-1] if len(lines) > 1 and "TorchScript" in lines[0] else f"{type(exc).__name__}: {lines[0]}"
+
+
+class StateEngine:
+    """Base of engines whose state is an :mod:`integrators` state in ``self.state``, advanced by
+    :meth:`step_once` (one step or interval); the state itself is the restore point."""
+
+    state: Any
+
+    @property
+    def step(self) -> int:
+        return self.state.step
+
+    def step_once(self, state):
+        raise NotImplementedError
+
+    def advance(self, n_steps: int, on_step: Callable[[int], Any]) -> None:
+        state = self.state
+        for _ in range(n_steps):
+            state = self.step_once(state)
+            on_step(1)
+        self.state = state
+
+    def save_point(self):
+        return self.state
+
+    def restore(self, point) -> None:
+        self.state = point
 
 
 def register_engine(name: str):

@@ -16,7 +16,7 @@ import torch
 
 from ..constants import KB_EV_PER_K
 from ..errors import MLMDError
-from .engine import WARM_UP_CALLS, ForceCallFailed, Snapshot, one_line, register_engine
+from .engine import WARM_UP_CALLS, ForceCallFailed, Snapshot, StateEngine, one_line, register_engine
 from .system import replicate, starting_velocities
 
 THERMOSTATS = ("csvr", "none")
@@ -88,7 +88,7 @@ def rollout_step(state, forecaster: LoadedForecaster):
 
 
 @register_engine("rollout")
-class RolloutEngine:
+class RolloutEngine(StateEngine):
     """``settings.replicas`` copies of ``atoms`` advanced by ``forecaster``; ``monitor`` gives ``epot_eV``."""
 
     drives = "forecaster"
@@ -120,22 +120,8 @@ class RolloutEngine:
                                 state.velocities)
         self.state = state
 
-    @property
-    def step(self) -> int:
-        return self.state.step
-
-    def advance(self, n_steps: int, on_step: Callable[[int], object]) -> None:
-        state = self.state
-        for _ in range(n_steps):
-            state = rollout_step(state, self.forecaster)
-            on_step(1)
-        self.state = state
-
-    def save_point(self):
-        return self.state
-
-    def restore(self, point) -> None:
-        self.state = point
+    def step_once(self, state):
+        return rollout_step(state, self.forecaster)
 
     def snapshot(self) -> Snapshot:
         from integrators import rollout

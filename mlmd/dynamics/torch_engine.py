@@ -13,13 +13,13 @@ import torch
 
 from ..constants import FS_PS, KB_EV_PER_K
 from ..errors import MLMDError
-from .engine import WARM_UP_CALLS, ForceCallFailed, MDSettings, Snapshot, one_line, register_engine
+from .engine import WARM_UP_CALLS, ForceCallFailed, MDSettings, Snapshot, StateEngine, one_line, register_engine
 from .potential import CalculatorPotential
 from .system import replicate, starting_velocities
 
 
 @register_engine("torch")
-class TorchEngine:
+class TorchEngine(StateEngine):
     """:data:`integrators.INTEGRATORS` schemes on ``settings.replicas`` copies of ``atoms``."""
 
     drives = "potential"
@@ -71,25 +71,11 @@ class TorchEngine:
                                   step=int(restart["step"]))
         self.state = state
 
-    @property
-    def step(self) -> int:
-        return self.state.step
-
-    def advance(self, n_steps: int, on_step: Callable[[int], object]) -> None:
-        state = self.state
+    def step_once(self, state):
         try:
-            for _ in range(n_steps):
-                state = self.step_function(state, self.energy_forces, self.timestep_fs)
-                on_step(1)
+            return self.step_function(state, self.energy_forces, self.timestep_fs)
         except (RuntimeError, ValueError, ArithmeticError, torch.jit.Error) as exc:  # what a failing model raises
             raise ForceCallFailed(f"the force call failed at step {state.step + 1} ({one_line(exc)})") from exc
-        self.state = state
-
-    def save_point(self):
-        return self.state
-
-    def restore(self, point) -> None:
-        self.state = point
 
     def snapshot(self) -> Snapshot:
         from integrators.state import degrees_of_freedom, kinetic_energy

@@ -9,6 +9,9 @@
   :func:`topology_from_atoms` (ASE Atoms -> Topology and positions);
 - :mod:`mlmd.openmm.integrators`: BAOAB and GJF as ``CustomIntegrator``s and
   :data:`OPENMM_INTEGRATORS`, the integrators by name;
+- :mod:`mlmd.openmm.engine`: the ``openmm`` engine of ``mlmd md`` (registered with
+  :mod:`mlmd.dynamics.engine`, loaded when asked for);
+- :mod:`mlmd.openmm.forecast`: :class:`OpenMMForecastDriver`, a forecaster advancing a ``Simulation``;
 - :mod:`mlmd.openmm.plugins`: loading openmm-torch and its OpenMM plugins.
 
 Units are converted in these modules and nowhere else: mlmd's eV, Å, fs and K
@@ -29,13 +32,12 @@ from .integrators import (
 from .plugins import import_openmmtorch
 from .system import create_mixed_system, create_system, topology_from_atoms
 
-# Room for the MD engine (mlmd.openmm.engine) and the forecaster driver (mlmd.openmm.forecast): their
-# public names are re-exported here once they move in.
+from .forecast import OpenMMForecastDriver, forecast_integrator
 
 #: The backend names (the registry itself), kept under its old name for one release.
 BACKENDS = FORCE_BACKENDS
 
-__all__ = ["BACKENDS", "FORCE_BACKENDS", "OPENMM_INTEGRATORS", "PythonForceComputation", "TorchForceModule",
-           "baoab_integrator", "create_force", "create_mixed_system", "create_system", "gjf_integrator",
+__all__ = ["BACKENDS", "FORCE_BACKENDS", "OPENMM_INTEGRATORS", "OpenMMForecastDriver", "PythonForceComputation", "TorchForceModule",
+           "baoab_integrator", "create_force", "create_mixed_system", "create_system", "forecast_integrator", "gjf_integrator",
            "import_openmmtorch", "kt_kj_per_mol", "langevin_middle_integrator", "register_backend",
            "topology_from_atoms", "verlet_integrator"]

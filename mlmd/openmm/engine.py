@@ -10,8 +10,8 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..constants import A_PER_FS_NM_PER_PS, AMU_A2_PER_FS2_EV, KB_EV_PER_K, KJ_PER_MOL_EV, NM_ANGSTROM
-from .engine import WARM_UP_CALLS, ForceCallFailed, MDSettings, Snapshot, one_line, register_engine
-from .system import starting_velocities
+from ..dynamics.engine import WARM_UP_CALLS, ForceCallFailed, MDSettings, Snapshot, one_line, register_engine
+from ..dynamics.system import starting_velocities
 from ..checks import fixed_atoms_mask
 from ..errors import MLMDError
 
@@ -24,7 +24,7 @@ class OpenMMEngine:
 
     @staticmethod
     def integrators():
-        from ..openmm_integrators import OPENMM_INTEGRATORS
+        from .integrators import OPENMM_INTEGRATORS
 
         return OPENMM_INTEGRATORS
 
@@ -44,8 +44,8 @@ class OpenMMEngine:
         import openmm
         import torch
 
-        from ..openmm_integrators import kt_kj_per_mol
-        from ..openmm import create_system, topology_from_atoms
+        from .integrators import kt_kj_per_mol
+        from .system import create_system, topology_from_atoms
 
         integrator, temperature_K, seed = settings.integrator, settings.temperature_K, settings.seed
         device, platform, friction_per_ps = settings.device, settings.platform, settings.friction_per_ps

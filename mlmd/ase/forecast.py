@@ -1,0 +1,61 @@
+"""A trajectory forecaster as ASE dynamics: :class:`ForecastDynamics`.
+
+Each step advances one forecaster interval τ_f with :func:`integrators.rollout.step`
+(one replica; optional CSVR once per interval with relaxation time ``taut``), so it
+moves atoms exactly as ``mlmd forecast`` does, checked by the same guards
+(:mod:`mlmd.dynamics.guards`). The time step is the forecaster's interval;
+observers and ``Trajectory`` writers attach as usual (``dyn.attach(traj.write,
+interval=1)``). A calculator on the atoms is only an energy monitor (for loggers
+and trajectory energies); none is needed. Positions stay unwrapped, as in every ASE dynamics.
+"""
+
+from typing import Optional
+
+from ase import units
+from ase.md.md import MolecularDynamics
+
+from ..checks import fixed_atoms_mask
+from ..dynamics.rollout_engine import checked_interval, load_forecaster, single_replica_state
+from ..errors import MLMDError
+
+
+class ForecastDynamics(MolecularDynamics):
+    """ASE dynamics that advances ``atoms`` by one forecaster interval per step.
+
+    Args:
+        atoms: the system (``FixAtoms`` honoured); a calculator on it only monitors the energy.
+        model: exported forecaster file, :class:`mlmd.model.Model` or forecaster module.
+        temperature_K, taut: CSVR target (K) and relaxation time (ASE time units, e.g. ``100 * units.fs``);
+            leave both None for no thermostat.
+        seed: thermostat noise seed (the noise of step n depends only on seed and n).
+        min_distance_A, max_temperature_K: guards (None: off); a trip raises ForecastUnstableError.
+        Other keyword arguments (``trajectory``, ``logfile``, ``loginterval``) go to ``MolecularDynamics``.
+    """
+
+    def __init__(self, atoms, model, temperature_K: Optional[float] = None, taut: Optional[float] = None,
+                 seed: int = 0, min_distance_A: Optional[float] = 0.5, max_temperature_K: Optional[float] = None,
+                 device: str = "cpu", **kwargs):
+        self.forecaster = load_forecaster(model, device=device)
+        super().__init__(atoms, self.forecaster.interval_fs * units.fs, **kwargs)
+        if (temperature_K is None) != (taut is None):
+            raise MLMDError("ForecastDynamics: give both temperature_K and taut for CSVR, or neither for none")
+        self.temperature_K = 0.0 if temperature_K is None else float(temperature_K)
+        self.rate_per_fs = 0.0 if taut is None else 1.0 / (taut / units.fs)
+        self.seed = int(seed)
+        self.min_distance_A, self.max_temperature_K = min_distance_A, max_temperature_K
+        self.fixed = fixed_atoms_mask(atoms, type(self).__name__)
+        self.steps_taken = 0
+
+    def _refresh_properties(self):
+        if self.atoms.calc is not None:  # only an energy monitor; a forecaster needs no forces
+            super()._refresh_properties()
+
+    def step(self):
+        atoms = self.atoms
+        state = single_replica_state(atoms.get_positions(), atoms.get_velocities() * units.fs, atoms.get_masses(),
+                                      atoms.numbers, atoms.cell.array, atoms.pbc, self.fixed, self.temperature_K,
+                                      self.rate_per_fs, self.seed, self.steps_taken)
+        state = checked_interval(state, self.forecaster, self.min_distance_A, self.max_temperature_K, type(self).__name__)
+        atoms.set_positions(state.unwrapped_positions().numpy(), apply_constraint=False)
+        atoms.set_velocities(state.velocities.numpy() / units.fs)  # Å/fs -> Å/(ASE time)
+        self.steps_taken += 1
