@@ -66,8 +66,8 @@ def load_checkpoint(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for damaged files
-        raise InputFileError(f"checkpoint {path} could not be read ({type(exc).__name__}); it is corrupt or not "
-                             "an mlmd training checkpoint; use the checkpoint.pt or best.pt `mlmd train` wrote") from exc
+        raise InputFileError(f"checkpoint {path} could not be read ({type(exc).__name__}); it is corrupt or not an "
+                             "mlmd training checkpoint; use the checkpoint.pt or best.pt `mlmd train` wrote") from exc
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise InputFileError(f"{path} is not an mlmd training checkpoint; use the checkpoint.pt or best.pt "
                              "that `mlmd train` wrote (an exported model is already a model file)")

@@ -24,7 +24,9 @@ from typing import Any, Dict
 
 from ..errors import MLMDError
 from .distributed import all_reduce
+from .models import family_class
 from .objectives import to_device
+from .registry import register_in
 
 # Strategy name -> class.
 STRATEGIES: Dict[str, Any] = {}
@@ -32,22 +34,16 @@ STRATEGIES: Dict[str, Any] = {}
 
 def register_strategy(name: str):
     """Class decorator: make a training strategy available to families that declare it."""
-
-    def decorate(cls):
-        STRATEGIES[name] = cls
-        cls.name = name
-        return cls
-
-    return decorate
+    return register_in(STRATEGIES, name)
 
 
-def strategy_for(model):
-    """The strategy (an instance) that ``model``'s family declares."""
+def strategy_for(family: str):
+    """The strategy (an instance) that model family ``family`` declares."""
     from potentials.base import training_hooks
 
-    name = training_hooks(model).strategy
+    name = training_hooks(family_class(family)).strategy
     if name not in STRATEGIES:
-        raise MLMDError(f"model family {model.family!r} asks for training strategy {name!r}, which is not "
+        raise MLMDError(f"model family {family!r} asks for training strategy {name!r}, which is not "
                         f"registered; known: {', '.join(sorted(STRATEGIES))}")
     return STRATEGIES[name]()
 

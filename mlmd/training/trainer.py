@@ -35,7 +35,7 @@ from .checkpoint import (BEST_FILE, CHECKPOINT_FILE, build_checkpoint, load_chec
 from .config import load_config
 from .distributed import Distributed, all_reduce, barrier, setup_distributed, shard, teardown_distributed
 from .ema import EMA
-from .models import build_model, default_dtype, family_class
+from .models import build_model, default_dtype
 from .objectives import objective_class
 from .reports import CURVE_FILE, METRICS_FILE, SUMMARY_FILE, plot_learning_curve, write_metrics, write_summary
 from .strategies import strategy_for
@@ -75,7 +75,7 @@ def train(config: Union[Mapping[str, Any], str, os.PathLike], resume: bool = Fal
             raise MLMDError(f"--epochs must be a positive integer, got {epochs!r}")
         config["training"]["epochs"] = epochs
     objective_class(config["model"]["family"]).check_data(config)
-    family_class(config["model"]["family"])
+    strategy_for(config["model"]["family"])  # a clear error for an untrainable family, before any set-up
     info, device = setup_distributed(config["training"]["device"])
     try:
         return Trainer(config, info, device, verbose, progress).run(resume)
@@ -94,6 +94,7 @@ class Trainer:
         self.progress = progress if info.main else False
         self.family = config["model"]["family"]
         self.objective = objective_class(self.family)(config, self.log)
+        self.strategy = strategy_for(self.family)
         self.directory = Path(config["output"]["directory"])
         self.checkpoint_path = self.directory / CHECKPOINT_FILE
         self.best_path = self.directory / BEST_FILE
@@ -142,7 +143,6 @@ class Trainer:
         self.model = model.to(device=self.device, dtype=self.dtype)
         self.model.train()
         self.objective.attach(self.model)
-        self.strategy = strategy_for(self.model)
         self.ema = EMA(self.model, training["ema_decay"])
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=training["lr"],
                                            weight_decay=training["weight_decay"])

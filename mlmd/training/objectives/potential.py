@@ -16,7 +16,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 from ...errors import InputFileError, MLMDError
 from ..config import BATCH_SCHEMA, OUTPUT_SCHEMA, REQUIRED, TRAINING_SCHEMA, number, string
 from ..models import model_from_dataset
-from . import register_objective, to_device
+from . import Objective, register_objective, to_device
 
 METRIC_COLUMNS = [
     "epoch", "lr", "train_loss", "val_loss",
@@ -124,38 +124,13 @@ def metrics_from_sums(sums, weights) -> Dict[str, float]:
 
 
 @register_objective("potential")
-class PotentialObjective:
-    """Energies, forces and stress of labelled frames: the objective of every potential.
+class PotentialObjective(Objective):
+    """Energies, forces and stress of labelled frames: the objective of every potential."""
 
-    The interface of an objective, as the trainer uses it:
-
-    - ``schema()``: the config schema (``section -> key -> (default, check, example)``);
-      ``finish_config(result, base, source)``: checks across keys, paths made absolute;
-      ``check_data(config)``: a clear error before anything starts when the data is missing;
-    - ``load()``: read the data, setting ``hash`` and ``split`` (train/validation/test indices);
-    - ``build_model(model_section, train_indices) -> (module, model_config)``;
-      ``attach(model)``: called with the (new or restored) model before training;
-    - ``batches(indices, batch_size, dtype, epoch=None)``: ``epoch`` is given for training batches;
-    - ``loss(module, batch) -> (loss, weight)``, ``weight`` the number of samples the loss
-      averages (for the epoch mean);
-    - ``error_sums(module, indices, batch_size, dtype, device)``: a float64 tensor summed over
-      batches and ranks, turned into metrics (always with a ``"loss"`` key) by ``metrics(sums)``;
-      ``describe(metrics)``: one line for the log;
-    - ``metric_columns`` (of ``metrics.csv``), ``curve`` (``(column, label)`` pairs of the
-      learning-curve plot), ``resume_keys`` (``(section, key)`` pairs a resume must keep).
-    """
-
-    name = "potential"
     metric_columns = METRIC_COLUMNS
     curve = [("val_energy_mae_meV_per_atom", "energy MAE (meV/atom)"), ("val_force_mae_meV_per_A", "force MAE (meV/Å)")]
     resume_keys = (("data", "validation_fraction"), ("data", "test_fraction"), ("data", "seed"))
-
-    def __init__(self, config: Dict[str, Any], log=print):
-        self.config = config
-        self.log = log
-        training = config["training"]
-        self.weights = {"energy": training["energy_weight"], "force": training["force_weight"],
-                        "stress": training["stress_weight"]}
+    weight_keys = {"energy": "energy_weight", "force": "force_weight", "stress": "stress_weight"}
 
     @staticmethod
     def schema() -> Dict[str, Dict[str, tuple]]:
@@ -194,9 +169,6 @@ class PotentialObjective:
 
     def build_model(self, model_section: Mapping[str, Any], indices: Sequence[int]):
         return model_from_dataset(model_section, self.dataset, indices)
-
-    def attach(self, model) -> None:
-        """Nothing to take from the model."""
 
     def batches(self, indices, batch_size: int, dtype, epoch: Optional[int] = None):
         return self.dataset.batches(indices, batch_size, dtype=dtype)

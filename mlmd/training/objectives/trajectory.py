@@ -21,7 +21,7 @@ forecaster (``interval_fs``, ``displacement_scale``, ``velocity_scale``; see
 
 import math
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Dict, Optional
 
 import numpy as np
 
@@ -29,7 +29,7 @@ from ...errors import MLMDError
 from ...trajectories import TrajectoryDataset, trajectory_files
 from ..config import BATCH_SCHEMA, OUTPUT_SCHEMA, REQUIRED, TRAINING_SCHEMA, boolean, number
 from ..models import model_from_statistics
-from . import register_objective, to_device
+from . import Objective, register_objective, to_device
 
 
 def paths_check(value) -> Optional[str]:
@@ -74,24 +74,17 @@ SUMS = ("pairs", "loss", "components", "d_se", "v_se", "d_sq", "v_sq", "d_res_sq
 
 
 @register_objective("trajectory")
-class TrajectoryObjective:
-    """Forecaster loss on pairs of reference frames ``interval`` apart (see the module docstring);
-    the interface is :class:`mlmd.training.objectives.potential.PotentialObjective`'s."""
+class TrajectoryObjective(Objective):
+    """Forecaster loss on pairs of reference frames ``interval`` apart (see the module docstring)."""
 
-    name = "trajectory"
     metric_columns = METRIC_COLUMNS
     curve = [("val_displacement_relative", "displacement RMSE / RMS"),
              ("val_velocity_relative", "velocity RMSE / RMS")]
     resume_keys = (("data", "interval_steps"), ("data", "pair_stride"), ("data", "validation_runs"),
                    ("data", "test_runs"), ("training", "rollout_steps"))
-
-    def __init__(self, config: Dict[str, Any], log=print):
-        self.config = config
-        self.log = log
-        training = config["training"]
-        self.weights = {"displacement": training["displacement_weight"], "velocity": training["velocity_weight"],
-                        "rollout": training["rollout_weight"]}
-        self.scales = (1.0, 1.0)
+    weight_keys = {"displacement": "displacement_weight", "velocity": "velocity_weight",
+                   "rollout": "rollout_weight"}
+    scales = (1.0, 1.0)  # the model's residual scales (Å, Å/fs), taken by attach
 
     @staticmethod
     def schema() -> Dict[str, Dict[str, tuple]]:
