@@ -28,6 +28,8 @@ UNITS = {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom", "stress"
 
 def model_metadata(module: torch.nn.Module, training_data_hash: str = "", **extra: Any) -> Dict[str, Any]:
     """Metadata of an in-memory potential, read from the attributes the contract defines."""
+    from potentials.base import family_metadata
+
     from . import __version__
 
     dtype = next((b.dtype for b in module.buffers() if b.is_floating_point()), torch.get_default_dtype())
@@ -40,10 +42,7 @@ def model_metadata(module: torch.nn.Module, training_data_hash: str = "", **extr
         "mlmd_version": __version__,
         "training_data_hash": training_data_hash,
     }
-    if hasattr(module, "config"):
-        metadata["config"] = module.config()
-    if hasattr(module, "extra_metadata"):
-        metadata.update(module.extra_metadata())
+    metadata.update(family_metadata(module))
     metadata.setdefault("kind", "potential")
     metadata.update(extra)
     return metadata

@@ -142,3 +142,77 @@ class Potential(torch.nn.Module):
             for key in list(out.keys()):
                 out[key] = out[key].detach()
         return out
+
+
+# --- the hooks between a family and the trainer ------------------------------------
+# (imports kept here, with the section they serve)
+from dataclasses import dataclass  # noqa: E402
+from typing import Protocol, runtime_checkable  # noqa: E402
+
+
+@runtime_checkable
+class TrainableFamily(Protocol):
+    """What ``mlmd train`` and ``mlmd export`` ask of a model family, stated once.
+
+    Required (:class:`Configurable` supplies both):
+
+    ``config() -> dict``
+        the constructor arguments that rebuild the model (JSON-able); checkpoints
+        and model files store them.
+    ``from_config(config)`` (classmethod)
+        the model rebuilt from ``config()``.
+
+    Optional declarations, class attributes read through :func:`training_hooks`
+    (which fills in the defaults; nothing else probes for them):
+
+    ``training_objective: str = "potential"``
+        what the family learns from, a name in ``mlmd.training.OBJECTIVES``:
+        ``"potential"`` (energies, forces and stress of labelled frames) or
+        ``"trajectory"`` (pairs of reference MD frames, for a forecaster).
+    ``training_strategy: str = "gradient"``
+        how its parameters are fitted, a name in ``mlmd.training.STRATEGIES``:
+        ``"gradient"`` (AdamW epochs) or ``"closed_form"`` for a family whose energy
+        is linear in its parameters: one call of
+        ``fit_linear(batches, energy_weight=, force_weight=) -> {"seconds": float, ...}``
+        on every training frame, and no gradient epochs.
+
+    Optional method, read through :func:`family_metadata`:
+
+    ``extra_metadata() -> dict``
+        keys the family adds to an exported model file's metadata (default: none).
+    """
+
+    def config(self) -> Dict[str, Any]:
+        ...
+
+    @classmethod
+    def from_config(cls, config: Dict[str, Any]) -> Any:
+        ...
+
+
+@dataclass(frozen=True)
+class TrainingHooks:
+    """A family's training declarations (see :class:`TrainableFamily`), defaults filled in."""
+
+    objective: str = "potential"
+    strategy: str = "gradient"
+
+
+def training_hooks(family: Any) -> TrainingHooks:
+    """The declared ``training_objective`` and ``training_strategy`` of a family class or
+    model; the defaults of :class:`TrainableFamily` for what it does not declare."""
+    default = TrainingHooks()
+    return TrainingHooks(objective=str(getattr(family, "training_objective", default.objective)),
+                         strategy=str(getattr(family, "training_strategy", default.strategy)))
+
+
+def family_metadata(module: Any) -> Dict[str, Any]:
+    """What a model adds to its model file's metadata: ``config`` (a :class:`TrainableFamily`)
+    and the keys of its ``extra_metadata()`` when it defines one."""
+    metadata: Dict[str, Any] = {}
+    if isinstance(module, TrainableFamily):
+        metadata["config"] = module.config()
+    extra = getattr(module, "extra_metadata", None)
+    if extra is not None:
+        metadata.update(extra())
+    return metadata

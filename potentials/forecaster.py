@@ -132,7 +132,7 @@ class ForecasterModel(Configurable, torch.nn.Module):
     """
 
     family: str = "forecaster"
-    # mlmd.train trains it on pairs of reference trajectory frames (mlmd.trajectories.TrajectoryObjective).
+    # mlmd train fits it to pairs of reference trajectory frames (mlmd.training.objectives.trajectory).
     training_objective: str = "trajectory"
 
     def __init__(

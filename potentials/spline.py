@@ -111,6 +111,9 @@ class SplinePotential(Configurable, Potential):
     (defaults: 245 coefficients for Cu, 4,155 and ~5 s on one core for H/C/O).
     """
 
+    # mlmd train fits it once, in closed form, by fit_linear (see potentials.base.TrainableFamily).
+    training_strategy: str = "closed_form"
+
     def __init__(
         self,
         species: Sequence[int],

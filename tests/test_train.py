@@ -149,7 +149,7 @@ def test_checkpoint_is_complete_and_loads_with_weights_only(trained):
 
 
 def test_failed_checkpoint_write_keeps_the_old_one(trained, monkeypatch):
-    from mlmd import train as train_module
+    from mlmd.training.checkpoint import save_checkpoint
 
     before = trained.checkpoint.read_bytes()
 
@@ -159,7 +159,7 @@ def test_failed_checkpoint_write_keeps_the_old_one(trained, monkeypatch):
 
     monkeypatch.setattr(torch, "save", crash)
     with pytest.raises(OSError):
-        train_module._save({"anything": 1}, trained.checkpoint)
+        save_checkpoint({"anything": 1}, trained.checkpoint)
     assert trained.checkpoint.read_bytes() == before
     assert not [p for p in trained.directory.iterdir() if "tmp" in p.name]
 
@@ -233,16 +233,16 @@ def test_bad_model_hyperparameter_is_named(data_file, tmp_path):
 
 
 def test_divergence_stops_with_the_last_good_checkpoint(data_file, tmp_path, monkeypatch):
-    from mlmd import train as train_module
+    from mlmd.training.objectives import potential
 
-    original, calls = train_module._batch_loss, []
+    original, calls = potential.batch_loss, []
 
     def poisoned(*args):
         calls.append(1)
         loss = original(*args)
         return loss * float("nan") if len(calls) > 3 else loss  # epoch 1 has 3 batches
 
-    monkeypatch.setattr(train_module, "_batch_loss", poisoned)
+    monkeypatch.setattr(potential, "batch_loss", poisoned)
     config = make_config(data_file, tmp_path / "run", epochs=3)
     with pytest.raises(MLMDError, match="diverged in epoch 2.*last good state is .*checkpoint.pt"):
         train(config, verbose=False, progress=False)

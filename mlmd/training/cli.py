@@ -1,0 +1,56 @@
+"""The ``mlmd train`` and ``mlmd export`` commands (:class:`mlmd.cli.Command` objects)."""
+
+import os
+
+from ..cli import Command
+from ..errors import MLMDError
+
+
+def add_train_arguments(parser) -> None:
+    parser.add_argument("config", help="training config (.json or .toml); see `python -m pydoc mlmd.train`")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from checkpoint.pt in the output directory, exactly where it stopped")
+    parser.add_argument("--epochs", type=int, help="total number of epochs (overrides training.epochs)")
+    parser.add_argument("--quiet", action="store_true", help="no per-epoch lines and no progress bar")
+
+
+def run_train(args) -> int:
+    from .trainer import train
+
+    if args.epochs is not None and args.epochs < 1:
+        raise MLMDError(f"--epochs must be at least 1, got {args.epochs}")
+    result = train(args.config, resume=args.resume, epochs=args.epochs, verbose=not args.quiet,
+                   progress=False if args.quiet else None)
+    if not args.quiet and int(os.environ.get("RANK", "0")) == 0:
+        print(f"checkpoint: {result.checkpoint}\nbest weights (epoch {result.best_epoch}): {result.best_checkpoint}")
+    return 0
+
+
+def add_export_arguments(parser) -> None:
+    parser.add_argument("checkpoint", help="checkpoint.pt (or best.pt, or the output folder) of `mlmd train`")
+    parser.add_argument("-o", "--output", required=True, help="model file to write, e.g. model.pt")
+    parser.add_argument("--best", action="store_true",
+                        help="export the EMA weights of the best validation epoch instead of the last")
+
+
+def run_export(args) -> int:
+    from .export import export_checkpoint
+
+    path = export_checkpoint(args.checkpoint, args.output, best=args.best)
+    print(f"wrote {path}")
+    return 0
+
+
+COMMAND = Command(
+    name="train",
+    help="train a model family on a labelled dataset from a JSON/TOML config",
+    add_arguments=add_train_arguments,
+    run=run_train,
+)
+
+EXPORT_COMMAND = Command(
+    name="export",
+    help="turn a training checkpoint into a model file every engine loads",
+    add_arguments=add_export_arguments,
+    run=run_export,
+)

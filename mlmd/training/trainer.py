@@ -1,0 +1,330 @@
+"""The training loop behind ``mlmd train``: :func:`train`, :class:`Trainer` and :class:`TrainResult`.
+
+AdamW (the family's strategy may fit in closed form instead, see
+:mod:`mlmd.training.strategies`); the loss is the objective's; an exponential
+moving average (EMA) of the weights with warm-up ``min(decay, (1+n)/(10+n))``
+after ``n`` steps, which is what validation, ``best.pt`` and export use;
+ReduceLROnPlateau and early stopping on the validation loss of the EMA weights
+(the training frames stand in when the validation split is empty); gradient
+clipping by total norm. Each epoch, rank 0 atomically writes ``checkpoint.pt``,
+``metrics.csv``, ``learning_curve.png`` and, on improvement, ``best.pt`` in the
+output directory; ``summary.json`` at the end holds the best epoch and the test
+metrics of the best weights. A non-finite loss stops the run with the last good
+checkpoint kept.
+
+``--resume`` continues from ``checkpoint.pt`` exactly: weights, optimizer,
+scheduler, EMA, RNG states (torch, numpy, python), epoch, best metric and
+early-stopping counter. The epoch's shuffle is seeded by ``(seed, epoch)``.
+On CPU, a run resumed after any epoch ends with bitwise the same weights as an
+uninterrupted one. The resumed run keeps the checkpoint's model, optimizer and
+scheduler state; the dataset, split and dtype must not change.
+"""
+
+import copy
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Union
+
+from ..errors import MLMDError
+from .checkpoint import (BEST_FILE, CHECKPOINT_FILE, build_checkpoint, load_checkpoint, rng_state, save_checkpoint,
+                         set_rng_state)
+from .config import load_config
+from .distributed import Distributed, all_reduce, barrier, setup_distributed, shard, teardown_distributed
+from .ema import EMA
+from .models import build_model, default_dtype
+from .objectives import objective_class
+from .reports import CURVE_FILE, METRICS_FILE, SUMMARY_FILE, plot_learning_curve, write_metrics, write_summary
+from .strategies import strategy_for
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns. ``model`` holds the last weights, ``ema_model`` their EMA
+    (the weights export uses), both in memory; ``history`` has one row per epoch (all epochs,
+    also those before a resume)."""
+
+    directory: Path
+    checkpoint: Path
+    best_checkpoint: Path
+    epoch: int
+    best_epoch: int
+    best_validation_loss: float
+    stopped_early: bool
+    history: List[Dict[str, Any]] = field(default_factory=list)
+    test_metrics: Dict[str, float] = field(default_factory=dict)
+    model: Any = None
+    ema_model: Any = None
+
+
+def train(config: Union[Mapping[str, Any], str, os.PathLike], resume: bool = False, epochs: Optional[int] = None,
+          verbose: bool = True, progress: Optional[bool] = None) -> TrainResult:
+    """Train the model a config describes (a dict or a JSON/TOML file; see :mod:`mlmd.training.config`).
+
+    ``resume`` continues from the output folder's ``checkpoint.pt``; ``epochs``
+    overrides ``training.epochs`` (the total, counting epochs done before a
+    resume). ``verbose`` prints one line per epoch; ``progress`` shows a
+    progress bar per epoch (None: only on a terminal).
+    """
+    config = load_config(config)
+    if epochs is not None:
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise MLMDError(f"--epochs must be a positive integer, got {epochs!r}")
+        config["training"]["epochs"] = epochs
+    objective_class(config["model"]["family"]).check_data(config)
+    strategy_for(config["model"]["family"])  # a clear error for an untrainable family, before any set-up
+    info, device = setup_distributed(config["training"]["device"])
+    try:
+        return Trainer(config, info, device, verbose, progress).run(resume)
+    finally:
+        teardown_distributed(info)
+
+
+class Trainer:
+    """One training run of a validated config on this process's device (see the module docstring)."""
+
+    def __init__(self, config, info: Distributed, device, verbose: bool, progress: Optional[bool]):
+        self.config = config
+        self.info = info
+        self.device = device
+        self.verbose = verbose and info.main
+        self.progress = progress if info.main else False
+        self.family = config["model"]["family"]
+        self.objective = objective_class(self.family)(config, self.log)
+        self.strategy = strategy_for(self.family)
+        self.directory = Path(config["output"]["directory"])
+        self.checkpoint_path = self.directory / CHECKPOINT_FILE
+        self.best_path = self.directory / BEST_FILE
+
+    def log(self, message: str) -> None:
+        if self.verbose:
+            print(message, flush=True)
+
+    # -- setup --
+
+    def setup(self, resume: bool) -> None:
+        """Load the data, build (or restore) the model, EMA, optimizer and scheduler."""
+        import numpy as np
+        import torch
+
+        config, training = self.config, self.config["training"]
+        self.dtype = getattr(torch, training["dtype"])
+        if training["num_threads"] is not None:
+            torch.set_num_threads(training["num_threads"])
+        if resume and not self.checkpoint_path.is_file():
+            raise MLMDError(f"--resume: there is no {self.checkpoint_path} to resume; "
+                            "run without --resume to start training")
+        if not resume and self.checkpoint_path.exists():
+            raise MLMDError(f"{self.checkpoint_path} already exists; pass --resume to continue that run "
+                            "or set output.directory to a new folder")
+        self.objective.load()
+        split = self.split = self.objective.split
+        self.validation_indices = split.validation if len(split.validation) > 0 else split.train
+        if len(split.validation) == 0:
+            self.log("warning: the validation split is empty; the training frames stand in for it")
+
+        checkpoint = load_checkpoint(self.checkpoint_path) if resume else None
+        if checkpoint is not None:
+            self.check_resumable(checkpoint)
+
+        seed = training["seed"]
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        with default_dtype(self.dtype):
+            if checkpoint is None:
+                model, self.model_config = self.objective.build_model(config["model"], split.train.tolist())
+            else:
+                self.model_config = checkpoint["model_config"]
+                model = build_model(checkpoint["family"], self.model_config)
+        self.model = model.to(device=self.device, dtype=self.dtype)
+        self.model.train()
+        self.objective.attach(self.model)
+        self.ema = EMA(self.model, training["ema_decay"])
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=training["lr"],
+                                           weight_decay=training["weight_decay"])
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, mode="min", factor=training["lr_factor"], patience=training["lr_patience"],
+            min_lr=training["min_lr"])
+        self.epoch = 0
+        self.best_metric = float("inf")
+        self.best_epoch = 0
+        self.bad_epochs = 0
+        self.history: List[Dict[str, Any]] = []
+        self.best_ema = None
+        if checkpoint is not None:
+            self.restore(checkpoint)
+
+        self.ddp_model = self.model
+        if self.info.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.ddp_model = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=training["find_unused_parameters"])
+
+    def restore(self, checkpoint: Mapping[str, Any]) -> None:
+        """Take every piece of training state from a ``"training"`` checkpoint."""
+        self.model.load_state_dict(checkpoint["model"])
+        self.ema.module.load_state_dict(checkpoint["ema"])
+        self.ema.updates = int(checkpoint["ema_updates"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        self.epoch = int(checkpoint["epoch"])
+        self.best_metric = float(checkpoint["best_metric"])
+        self.best_epoch = int(checkpoint["best_epoch"])
+        self.bad_epochs = int(checkpoint["bad_epochs"])
+        self.history = list(checkpoint["history"])
+        self.best_ema = checkpoint["best_ema"]
+        set_rng_state(checkpoint["rng"])
+        self.log(f"resuming {self.checkpoint_path} after epoch {self.epoch}")
+
+    def check_resumable(self, checkpoint: Mapping[str, Any]) -> None:
+        """A clear error when the config no longer fits the checkpoint it resumes."""
+        stored = checkpoint["config"]
+        where = f"checkpoint {self.checkpoint_path}"
+        if checkpoint.get("kind") == "best":
+            raise MLMDError(f"{where} holds best weights only; resume from {CHECKPOINT_FILE}")
+        if checkpoint["family"] != self.family:
+            raise MLMDError(f"model.family is {self.family!r} but {where} trained "
+                            f"{checkpoint['family']!r}; a resumed run keeps its model")
+        for key, value in self.config["model"].items():
+            if key != "family" and key in checkpoint["model_config"] and checkpoint["model_config"][key] != value:
+                raise MLMDError(f"model.{key} is {value!r} but {where} has {checkpoint['model_config'][key]!r}; "
+                                "a resumed run keeps its model: restore the value or start a new run")
+        if checkpoint["data_hash"] != self.objective.hash:
+            raise MLMDError(f"data.path {self.config['data']['path']} differs from the data {where} was trained on; "
+                            "resume with the same dataset or start a new run")
+        for section, key in (*self.objective.resume_keys, ("training", "dtype"), ("training", "seed")):
+            if stored[section][key] != self.config[section][key]:
+                raise MLMDError(f"{section}.{key} is {self.config[section][key]!r} but {where} used "
+                                f"{stored[section][key]!r}; restore it to resume")
+
+    # -- pieces of an epoch --
+
+    def shard(self, indices, shuffle_epoch: Optional[int]):
+        """This rank's share of ``indices`` (shuffled by ``(seed, epoch)`` when training)."""
+        return shard(indices, self.info, self.config["training"]["seed"], shuffle_epoch)
+
+    def evaluate(self, module, indices) -> Dict[str, float]:
+        """The objective's metrics of ``module`` on ``indices``, summed over all ranks."""
+        batch_size = self.config["data"]["validation_batch_size"] or self.config["data"]["batch_size"]
+        sums = self.objective.error_sums(module, self.shard(indices, None), batch_size, self.dtype, self.device)
+        return self.objective.metrics(all_reduce(sums, self.info))
+
+    def checkpoint(self, kind: str, **state: Any) -> Dict[str, Any]:
+        """A checkpoint of this run (see :mod:`mlmd.training.checkpoint`)."""
+        return build_checkpoint(kind, family=self.family, model_config=self.model_config, config=self.config,
+                                data_hash=self.objective.hash, epoch=self.epoch, best_metric=self.best_metric,
+                                **state)
+
+    def training_checkpoint(self) -> Dict[str, Any]:
+        """Everything an exact resume needs."""
+        return self.checkpoint(
+            "training", model=self.model.state_dict(), ema=self.ema.state_dict(), ema_updates=self.ema.updates,
+            best_ema=self.best_ema, optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+            rng=rng_state(), best_epoch=self.best_epoch, bad_epochs=self.bad_epochs, history=self.history)
+
+    def out_of_time(self, run_started: float) -> bool:
+        """Whether this invocation's wall-clock budget is spent; every rank takes rank 0's answer."""
+        import torch
+
+        budget = self.config["training"]["max_time_min"]
+        if budget is None:
+            return False
+        spent = self.info.main and time.perf_counter() - run_started > 60.0 * budget
+        flag = torch.tensor([float(spent)], device=self.device)
+        if self.info.enabled:
+            all_reduce(flag, self.info)
+        return bool(flag.item() > 0)
+
+    def write_epoch_files(self, row: Dict[str, Any], improved: bool) -> None:
+        """Rank 0: checkpoint, best weights on improvement, metrics and learning curve."""
+        save_checkpoint(self.training_checkpoint(), self.checkpoint_path)
+        if improved:
+            save_checkpoint(self.checkpoint("best", ema=self.best_ema, metrics=row), self.best_path)
+        write_metrics(self.directory / METRICS_FILE, self.history, self.objective.metric_columns)
+        if self.config["output"]["learning_curve"]:
+            plot_learning_curve(self.directory / CURVE_FILE, self.history, self.best_epoch, self.objective.curve)
+
+    # -- the run --
+
+    def run_epoch(self, epoch: int):
+        """Train and validate epoch ``epoch``, step the schedule and append its row to the history;
+        returns ``(validation metrics, whether they improved)``."""
+        started = time.perf_counter()
+        train_loss = self.strategy.train_epoch(self, epoch)
+        validation = self.evaluate(self.ema.module, self.validation_indices)
+        if not (math.isfinite(train_loss) and math.isfinite(validation["loss"])):
+            kept = f"the last good state is {self.checkpoint_path}" if self.epoch > 0 else "no checkpoint was kept"
+            raise MLMDError(f"training diverged in epoch {epoch} (loss {train_loss}, validation "
+                            f"{validation['loss']}); {kept}; lower training.lr or grad_clip_norm")
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step(validation["loss"])
+        improved = validation["loss"] < self.best_metric
+        if improved:
+            self.best_metric, self.best_epoch, self.bad_epochs = validation["loss"], epoch, 0
+            self.best_ema = {k: v.detach().clone() for k, v in self.ema.state_dict().items()}
+        else:
+            self.bad_epochs += 1
+        self.epoch = epoch
+        row = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "val_loss": validation["loss"],
+               **{f"val_{k}": v for k, v in validation.items() if k != "loss"},
+               "time_s": round(time.perf_counter() - started, 3)}
+        self.history.append(row)
+        return validation, improved
+
+    def run(self, resume: bool) -> TrainResult:
+        self.setup(resume)
+        if self.info.main:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        training = self.config["training"]
+        patience = training["early_stopping_patience"]
+        stopped_early = patience is not None and self.bad_epochs >= patience
+        out_of_time = False
+        run_started = time.perf_counter()
+        if self.info.main and not resume:
+            self.log(f"training {self.family} ({sum(p.numel() for p in self.model.parameters())} parameters) on "
+                     f"{len(self.split.train)} frames, validating on {len(self.split.validation)}, "
+                     f"{self.info.world_size} process(es) on {self.device}, {training['dtype']}")
+        while self.epoch < self.strategy.epochs(training["epochs"]) and not stopped_early and not out_of_time:
+            validation, improved = self.run_epoch(self.epoch + 1)
+            row = self.history[-1]
+            stopped_early = patience is not None and self.bad_epochs >= patience
+            out_of_time = self.out_of_time(run_started)
+            if self.info.main:
+                self.write_epoch_files(row, improved)
+            self.log(f"epoch {self.epoch:4d}/{training['epochs']}  lr {row['lr']:.2e}  train {row['train_loss']:.4g}  "
+                     f"val {validation['loss']:.4g}  {self.objective.describe(validation)}{'  *' if improved else ''}")
+            barrier(self.info)
+        if stopped_early:
+            self.log(f"stopped early: no improvement for {self.bad_epochs} epochs")
+        elif out_of_time:
+            self.log(f"stopped after epoch {self.epoch}: the {training['max_time_min']} min budget is spent; "
+                     "--resume continues")
+        return self.finish(stopped_early)
+
+    def finish(self, stopped_early: bool) -> TrainResult:
+        """Test the best weights, write ``summary.json`` and return the result."""
+        test_metrics: Dict[str, float] = {}
+        if len(self.split.test) > 0 and self.best_ema is not None:
+            best = copy.deepcopy(self.ema.module)
+            best.load_state_dict(self.best_ema)
+            test_metrics = self.evaluate(best, self.split.test)
+            self.log(f"test (best EMA weights, epoch {self.best_epoch}): {self.objective.describe(test_metrics)}")
+        if self.info.main:
+            write_summary(self.directory / SUMMARY_FILE, {
+                "epoch": self.epoch, "best_epoch": self.best_epoch, "best_validation_loss": self.best_metric,
+                "stopped_early": stopped_early, "test": test_metrics, "data_hash": self.objective.hash,
+                "family": self.family, "n_train": len(self.split.train),
+                "n_validation": len(self.split.validation), "n_test": len(self.split.test)})
+        barrier(self.info)
+        return TrainResult(
+            directory=self.directory, checkpoint=self.checkpoint_path, best_checkpoint=self.best_path,
+            epoch=self.epoch, best_epoch=self.best_epoch, best_validation_loss=self.best_metric,
+            stopped_early=stopped_early, history=self.history, test_metrics=test_metrics,
+            model=self.model, ema_model=self.ema.module,
+        )
