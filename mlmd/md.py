@@ -65,6 +65,7 @@ from .dynamics import (
     default_restart_file,
     default_state_file,
     engine_class,
+    integrators_of,
     ns_per_day,
     read_atoms,
     summary,
@@ -90,7 +91,7 @@ def _check_settings(engine, settings: MDSettings, model, calculator, steps, stri
                         "(emt, lj, morse, gfn2 or an ASE calculator name)")
     if getattr(engine, "drives", None) != "potential":
         raise MLMDError(f"engine {engine.engine_name!r} does not run potentials; use torch or openmm")
-    known = engine.integrators()
+    known = integrators_of(engine)
     if settings.integrator not in known:
         raise MLMDError(f"integrator {settings.integrator!r} is not available with the {engine.engine_name} engine; "
                         f"choose one of {', '.join(sorted(known))}")

@@ -276,7 +276,6 @@ class TrajectoryDataset:
         column = {z: k for k, z in enumerate(self.species)}
         # Per species: sum d.v tau, |v tau|^2, v'.v, |v|^2, |d|^2, |v'|^2, number of atoms.
         moments = np.zeros((len(self.species), 7))
-        targets = []
         for index in indices:
             r, start = self.pairs[index]
             run = self.runs[r]

@@ -13,6 +13,11 @@ and save. An engine has:
 - ``payload(point)``: what the restart file stores for that point (a dict of
   tensors and plain values).
 
+MD engines (``drives = "potential"``) also name their integrators
+(``integrator_registry``), build themselves with ``create(atoms, model, calculator,
+settings, restart)`` and refuse settings they cannot run with ``check(settings,
+model, calculator)``.
+
 Engines register by name with :func:`register_engine`; :func:`engine_class`
 finds built-in ones in their own modules and others through the
 ``mlmd.engines`` entry-point group, so a new engine plugs in without editing a list.
@@ -108,6 +113,13 @@ class StateEngine:
 
     def restore(self, point) -> None:
         self.state = point
+
+
+def integrators_of(engine) -> Dict[str, Callable]:
+    """The integrators an engine (class or instance) offers by name, from its ``integrator_registry``
+    (``"module:attribute"``, imported on first use)."""
+    module, _, attribute = engine.integrator_registry.partition(":")
+    return getattr(import_module(module), attribute)
 
 
 def register_engine(name: str):

@@ -13,7 +13,8 @@ import torch
 
 from ..constants import FS_PS, KB_EV_PER_K
 from ..errors import MLMDError
-from .engine import WARM_UP_CALLS, ForceCallFailed, MDSettings, Snapshot, StateEngine, one_line, register_engine
+from .engine import (WARM_UP_CALLS, ForceCallFailed, MDSettings, Snapshot, StateEngine, integrators_of, one_line,
+                     register_engine)
 from .potential import CalculatorPotential
 from .system import replicate, starting_velocities
 
@@ -23,12 +24,7 @@ class TorchEngine(StateEngine):
     """:data:`integrators.INTEGRATORS` schemes on ``settings.replicas`` copies of ``atoms``."""
 
     drives = "potential"
-
-    @staticmethod
-    def integrators():
-        from integrators import INTEGRATORS
-
-        return INTEGRATORS
+    integrator_registry = "integrators:INTEGRATORS"
 
     @staticmethod
     def check(settings: MDSettings, model, calculator) -> None:
@@ -47,7 +43,7 @@ class TorchEngine(StateEngine):
     def __init__(self, atoms, energy_forces: Callable, settings: MDSettings, restart: Optional[dict] = None):
         from integrators.state import init_state
 
-        self.step_function = self.integrators()[settings.integrator]
+        self.step_function = integrators_of(self)[settings.integrator]
         self.energy_forces = energy_forces
         self.timestep_fs = settings.timestep_fs
         device = settings.device

@@ -10,7 +10,8 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..constants import A_PER_FS_NM_PER_PS, AMU_A2_PER_FS2_EV, KB_EV_PER_K, KJ_PER_MOL_EV, NM_ANGSTROM
-from ..dynamics.engine import WARM_UP_CALLS, ForceCallFailed, MDSettings, Snapshot, one_line, register_engine
+from ..dynamics.engine import (WARM_UP_CALLS, ForceCallFailed, MDSettings, Snapshot, integrators_of, one_line,
+                               register_engine)
 from ..dynamics.system import starting_velocities
 from ..checks import fixed_atoms_mask
 from ..errors import MLMDError
@@ -21,12 +22,7 @@ class OpenMMEngine:
     """The model as a TorchForce in an OpenMM Context (one replica)."""
 
     drives = "potential"
-
-    @staticmethod
-    def integrators():
-        from .integrators import OPENMM_INTEGRATORS
-
-        return OPENMM_INTEGRATORS
+    integrator_registry = "mlmd.openmm.integrators:OPENMM_INTEGRATORS"
 
     @staticmethod
     def check(settings: MDSettings, model, calculator) -> None:
@@ -60,7 +56,7 @@ class OpenMMEngine:
         for i, mass in enumerate(self.masses_amu):
             system.setParticleMass(i, 0.0 if fixed[i] else float(mass))  # OpenMM never moves massless particles
         # OpenMM reads a seed of 0 as "random"; map every mlmd seed to a fixed non-zero one.
-        self.integrator = self.integrators()[integrator](temperature_K, friction_per_ps, settings.timestep_fs,
+        self.integrator = integrators_of(self)[integrator](temperature_K, friction_per_ps, settings.timestep_fs,
                                                          seed=1 + seed % (2**31 - 2))
         name = platform or ("CUDA" if str(device).startswith("cuda") else "CPU")
         try:
