@@ -41,13 +41,13 @@ from .dynamics import (
     RunResult,
     UnstableRunError,
     default_max_temperature_K,
-    default_restart_file,
     default_state_file,
     guard_problem,
     read_atoms,
     save_state_xyz,
     summary,
 )
+from .dynamics.options import add_run_options, run_options
 from .dynamics.potential import energy_monitor
 from .dynamics.rollout_engine import THERMOSTATS, ForecastSettings, LoadedForecaster, RolloutEngine, load_forecaster
 from .errors import MLMDError
@@ -142,8 +142,8 @@ def run(structure, model, *, time: Union[str, float, None] = None, steps: Option
                          state_file=state_file or default_state_file(restart_file, log, trajectory, structure))
     # Forecasts are checked after every interval: one call moves atoms as far as tens of MD steps.
     driver = Driver(engine, outputs, Guards(min_distance_A, max_temperature_K), total_steps=total, stride=stride,
-                    restart_every=restart_every, timestep_fs=interval, check_every=1, record_last=True, label="forecast",
-                    hint=HINT, progress=progress)
+                    restart_every=restart_every, timestep_fs=interval, check_every=1, record_last=True,
+                    label="forecast", hint=HINT, progress=progress)
     for function, every in observers:
         driver.attach(function, every)
     return driver.run()
@@ -199,37 +199,20 @@ def _add_arguments(parser) -> None:
     monitor = parser.add_mutually_exclusive_group()
     monitor.add_argument("--potential", metavar="MODEL.pt", help="mlmd potential whose energy is logged (epot_eV)")
     monitor.add_argument("--calculator", metavar="NAME", help="ASE calculator whose energy is logged (emt, lj, ...)")
-    add("-o", "--trajectory", metavar="FILE", help="trajectory: .h5, .dcd or .xtc (with FILE_topology.pdb)")
-    add("--log", metavar="FILE.csv", help="CSV log: step,time_fs,ekin_eV,temperature_K[,epot_eV]")
-    add("--stride", metavar="N", type=int, default=1, help="intervals between log rows and frames (default 1)")
-    add("--restart", metavar="FILE", help="continue from this restart file")
-    add("--restart-file", metavar="FILE", help="where to save restart files (default: NAME.restart beside the log)")
-    add("--restart-every", metavar="N", type=int, default=1000, help="intervals between restart files (default 1000)")
-    add("--min-distance", metavar="A", type=float, default=DEFAULT_MIN_DISTANCE_A,
-        help=f"stop when two atoms come closer than this (Å, default {DEFAULT_MIN_DISTANCE_A:g}; 0: off)")
-    add("--max-temperature", metavar="K", type=float,
-        help="stop when a replica gets hotter than this (default: max(3 T, canonical 1e-9 tail))")
-    add("--quiet", action="store_true", help="no progress bar")
+    add_run_options(parser, "intervals", 1, ",".join(LOG_HEADER) + "[,epot_eV]", ("-o", "--trajectory"))
 
 
 def _run(args) -> int:
-    restart_file = args.restart_file or default_restart_file(args.log, args.trajectory, args.structure)
     result = run(args.structure, args.model, time=args.time, steps=args.steps, temperature_K=args.temperature,
                  thermostat=args.thermostat, tau_fs=parse_time_fs(args.tau), seed=args.seed, replicas=args.replicas,
-                 device=args.device, potential=args.potential, calculator=args.calculator, log=args.log,
-                 trajectory=args.trajectory, stride=args.stride, restart=args.restart, restart_file=restart_file,
-                 restart_every=args.restart_every, min_distance_A=args.min_distance,
-                 max_temperature_K=args.max_temperature, progress=not args.quiet)
+                 device=args.device, potential=args.potential, calculator=args.calculator, **run_options(args))
     print(summary("mlmd forecast", result))
     return 0
 
 
-COMMAND = Command(
-    name="forecast",
-    help="force-free dynamics: roll a trained trajectory forecaster out (CSVR thermostat, guards, restarts)",
-    add_arguments=_add_arguments,
-    run=_run,
-)
+COMMAND = Command(name="forecast", add_arguments=_add_arguments, run=_run,
+                  help="force-free dynamics: roll a trained trajectory forecaster out "
+                  "(CSVR thermostat, guards, restarts)")
 
 __all__ = ["COMMAND", "ForecastResult", "ForecastUnstableError", "LoadedForecaster", "default_max_temperature_K",
            "energy_monitor", "guard_problem", "load_forecaster", "parse_time_fs", "ps_per_day", "run",

@@ -70,6 +70,7 @@ from .dynamics import (
     read_atoms,
     summary,
 )
+from .dynamics.options import add_run_options, run_options
 from .dynamics.potential import CalculatorPotential
 from .dynamics.trajectory import TrajectoryWriter
 from .errors import MLMDError
@@ -249,45 +250,25 @@ def _add_arguments(parser) -> None:
         "all of them (replica k = chain k)")
     add("--device", default="cpu", help="cpu or cuda (default cpu)")
     add("--platform", metavar="NAME", help="OpenMM platform (default CPU, or CUDA with --device cuda)")
-    add("--log", metavar="FILE.csv",
-        help="CSV log (step,time_fs,epot_eV,ekin_eV,temperature_K); a PNG plot goes beside it")
-    add("--trajectory", metavar="FILE", help="trajectory: .dcd, .xtc (with FILE_topology.pdb beside it) or .h5")
-    add("--stride", metavar="N", type=int, default=100, help="steps between log rows and frames (default 100)")
-    add("--restart", metavar="FILE", help="continue from this restart file (bit for bit)")
-    add("--restart-file", metavar="FILE",
-        help="where to save restart files (default: the log's, trajectory's or structure's name with .restart)")
-    add("--restart-every", metavar="N", type=int, default=1000, help="steps between restart files (default 1000)")
     add("--max-energy-jump", metavar="EV_PER_ATOM", type=float, default=DEFAULT_MAX_ENERGY_JUMP_EV_PER_ATOM,
         help="stop when the potential energy moves more than this many eV/atom between log points "
         f"(default {DEFAULT_MAX_ENERGY_JUMP_EV_PER_ATOM:g})")
-    add("--min-distance", metavar="A", type=float, default=DEFAULT_MIN_DISTANCE_A,
-        help=f"stop when two atoms come closer than this (Å, default {DEFAULT_MIN_DISTANCE_A:g}; 0: off)")
-    add("--max-temperature", metavar="K", type=float,
-        help="stop when a replica gets hotter than this (default: max(3 T, canonical 1e-9 tail))")
     add("--no-plot", action="store_true", help="do not write the PNG plot")
-    add("--quiet", action="store_true", help="no progress bar")
+    add_run_options(parser, "steps", 100, ",".join(LOG_HEADER) + " (a PNG plot goes beside it)")
 
 
 def _run(args) -> int:
-    restart_file = args.restart_file or default_restart_file(args.log, args.trajectory, args.structure)
     result = run(args.structure, model=args.model, calculator=args.calculator, engine=args.engine,
                  integrator=args.integrator, temperature_K=args.temperature, timestep_fs=args.timestep,
                  steps=args.steps, friction_per_ps=args.friction, seed=args.seed, replicas=args.replicas,
-                 device=args.device, platform=args.platform, log=args.log, trajectory=args.trajectory,
-                 stride=args.stride, restart=args.restart, restart_file=restart_file,
-                 restart_every=args.restart_every, max_energy_jump_eV_per_atom=args.max_energy_jump,
-                 min_distance_A=args.min_distance, max_temperature_K=args.max_temperature,
-                 plot=not args.no_plot, progress=not args.quiet)
+                 device=args.device, platform=args.platform, max_energy_jump_eV_per_atom=args.max_energy_jump,
+                 plot=not args.no_plot, **run_options(args))
     print(summary("mlmd md", result))
     return 0
 
 
-COMMAND = Command(
-    name="md",
-    help="run molecular dynamics with an mlmd model or an ASE calculator (torch or OpenMM engine)",
-    add_arguments=_add_arguments,
-    run=_run,
-)
+COMMAND = Command(name="md", add_arguments=_add_arguments, run=_run,
+                  help="run molecular dynamics with an mlmd model or an ASE calculator (torch or OpenMM engine)")
 
 __all__ = ["CalculatorPotential", "COMMAND", "MDResult", "TrajectoryWriter", "UnstableSimulationError",
            "default_restart_file", "ns_per_day", "run"]

@@ -67,5 +67,5 @@ def default_state_file(restart_file, log, trajectory, structure) -> Path:
 __all__ = ["DEFAULT_MAX_ENERGY_JUMP_EV_PER_ATOM", "DEFAULT_MIN_DISTANCE_A", "Driver", "ENGINES", "Engine",
            "ForceCallFailed", "Guards", "MDSettings", "ReplicatedSystem", "RunOutputs", "RunResult", "Snapshot",
            "UnstableRunError", "default_max_temperature_K", "default_restart_file", "default_state_file",
-           "engine_class", "guard_problem", "integrators_of", "ns_per_day", "read_atoms", "register_engine", "replicate",
-           "save_state_xyz", "starting_velocities", "summary"]
+           "engine_class", "guard_problem", "integrators_of", "ns_per_day", "read_atoms", "register_engine",
+           "replicate", "save_state_xyz", "starting_velocities", "summary"]

@@ -17,7 +17,7 @@ import torch
 from ..constants import KB_EV_PER_K
 from ..errors import MLMDError
 from .engine import WARM_UP_CALLS, ForceCallFailed, Snapshot, StateEngine, one_line, register_engine
-from .system import replicate, starting_velocities
+from .system import start_or_continue
 
 THERMOSTATS = ("csvr", "none")
 
@@ -101,15 +101,8 @@ class RolloutEngine(StateEngine):
             raise MLMDError(f"unknown thermostat {settings.thermostat!r}; choose one of {', '.join(THERMOSTATS)}")
         self.forecaster, self.monitor = forecaster, monitor
         device = settings.device
-        system = replicate(atoms, settings.replicas, settings.seed, device, source="mlmd forecast")
-        if restart is None:
-            positions = system.positions
-            seeds = [settings.seed + k for k in range(settings.replicas)]
-            velocities = torch.as_tensor(starting_velocities(atoms, settings.temperature_K, seeds, "mlmd forecast"),
-                                         device=device)
-        else:
-            positions = restart["positions"].to(device)
-            velocities = restart["velocities"].to(device)
+        system, positions, velocities = start_or_continue(atoms, settings.replicas, settings.seed,
+                                                          settings.temperature_K, device, "mlmd forecast", restart)
         rate = (1.0 / settings.tau_fs) if settings.thermostat == "csvr" else 0.0
         state = rollout.init(positions, velocities, kT=KB_EV_PER_K * settings.temperature_K, friction=rate,
                              **system.arguments())

@@ -61,6 +61,17 @@ def replicate(atoms, replicas: int = 1, seed: int = 0, device="cpu", source: str
     )
 
 
+def start_or_continue(atoms, replicas: int, seed: int, temperature_K: float, device, source: str,
+                      restart: Optional[dict] = None):
+    """(system, positions, velocities): the replicas of ``atoms`` and where they start, either fresh
+    (the structure's positions, :func:`starting_velocities`) or from a restart file's saved state."""
+    system = replicate(atoms, replicas, seed, device, source=source)
+    if restart is not None:
+        return system, restart["positions"].to(device), restart["velocities"].to(device)
+    velocities = starting_velocities(atoms, temperature_K, system.seeds.tolist(), source)
+    return system, system.positions, torch.as_tensor(velocities, device=device)
+
+
 def starting_velocities(atoms, temperature_K: float, seeds: Sequence[int], source: str = "mlmd") -> np.ndarray:
     """``[K N, 3]`` Å/fs: the structure's own velocities when it has any (the same for every replica),
     else Maxwell-Boltzmann at ``temperature_K`` from the counter-based noise of :mod:`integrators.noise`

@@ -16,7 +16,7 @@ from ..errors import MLMDError
 from .engine import (WARM_UP_CALLS, ForceCallFailed, MDSettings, Snapshot, StateEngine, integrators_of, one_line,
                      register_engine)
 from .potential import CalculatorPotential
-from .system import replicate, starting_velocities
+from .system import start_or_continue
 
 
 @register_engine("torch")
@@ -47,15 +47,8 @@ class TorchEngine(StateEngine):
         self.energy_forces = energy_forces
         self.timestep_fs = settings.timestep_fs
         device = settings.device
-        system = replicate(atoms, settings.replicas, settings.seed, device, source="mlmd md")
-        if restart is None:
-            positions = system.positions
-            seeds = [settings.seed + k for k in range(settings.replicas)]
-            velocities = torch.as_tensor(starting_velocities(atoms, settings.temperature_K, seeds, "mlmd md"),
-                                         device=device)
-        else:
-            positions = restart["positions"].to(device)
-            velocities = restart["velocities"].to(device)
+        system, positions, velocities = start_or_continue(atoms, settings.replicas, settings.seed,
+                                                          settings.temperature_K, device, "mlmd md", restart)
         state = init_state(energy_forces, positions, kT=KB_EV_PER_K * settings.temperature_K,
                            friction=settings.friction_per_ps * FS_PS, velocities=velocities, **system.arguments())
         if restart is not None:

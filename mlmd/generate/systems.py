@@ -105,38 +105,21 @@ def molecule_configs(name: str) -> List[Config]:
     return [(name, atoms)]
 
 
+def _molecule_recipe(name: str, description: str) -> SystemRecipe:
+    """A molecule in vacuum with GFN2-xTB: relaxed, MD at 300 and 600 K every 20 steps of 0.5 fs."""
+    return SystemRecipe(build=lambda: molecule_configs(name), calculator="gfn2", timestep_fs=0.5,
+                        temperatures_K=(300.0, 600.0), stride=20, relax=True, displacement_A=0.04,
+                        description=description)
+
+
 def _register_molecules() -> None:
     from ase.collections import g2
 
     for alias in MOLECULE_ALIASES:
-        register_system(
-            alias,
-            SystemRecipe(
-                build=lambda alias=alias: molecule_configs(alias),
-                calculator="gfn2",
-                timestep_fs=0.5,
-                temperatures_K=(300.0, 600.0),
-                stride=20,
-                relax=True,
-                displacement_A=0.04,
-                description=f"{alias} in vacuum (GFN2-xTB)",
-            ),
-        )
+        register_system(alias, _molecule_recipe(alias, f"{alias} in vacuum (GFN2-xTB)"))
     for formula in g2.names:
         if formula.lower() not in SYSTEMS:
-            register_system(
-                formula.lower(),
-                SystemRecipe(
-                    build=lambda formula=formula: molecule_configs(formula),
-                    calculator="gfn2",
-                    timestep_fs=0.5,
-                    temperatures_K=(300.0, 600.0),
-                    stride=20,
-                    relax=True,
-                    displacement_A=0.04,
-                    description=f"{formula} from ASE's g2 collection (GFN2-xTB)",
-                ),
-            )
+            register_system(formula.lower(), _molecule_recipe(formula, f"{formula} from ASE's g2 collection (GFN2-xTB)"))
 
 
 # --- metals (EMT) ------------------------------------------------------------
