@@ -24,6 +24,20 @@ from .io import PathLike, atomic_path, require_file
 METADATA_FILE = "mlmd.json"
 PRETRAINED_DIRECTORY = Path(__file__).resolve().parent / "pretrained_models"
 UNITS = {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom", "stress": "eV/Angstrom^3"}
+# Skin (Å) of the neighbour list a Model carries between calls: atoms may move skin/2 before a rebuild.
+DEFAULT_SKIN_A = 1.0
+
+
+def accepts_neighbor_lists(module: torch.nn.Module) -> bool:
+    """Whether ``module.forward`` takes a precomputed ``edge_index``/``shifts`` (models exported by mlmd >= 0.2)."""
+    forward = module.forward
+    if hasattr(forward, "schema"):  # a TorchScript method
+        names = [argument.name for argument in forward.schema.arguments]
+    else:
+        import inspect
+
+        names = list(inspect.signature(forward).parameters)
+    return "edge_index" in names and "shifts" in names
 
 
 def model_metadata(module: torch.nn.Module, training_data_hash: str = "", **extra: Any) -> Dict[str, Any]:
@@ -72,10 +86,18 @@ class Model:
     :attr:`interval_fs` per call.
     """
 
-    def __init__(self, module: torch.nn.Module, metadata: Dict[str, Any], path: Optional[Path] = None):
+    def __init__(self, module: torch.nn.Module, metadata: Dict[str, Any], path: Optional[Path] = None,
+                 skin_A: float = DEFAULT_SKIN_A):
+        from potentials.neighbors import VerletList
+
         self.module = module.eval()
         self.metadata = metadata
         self.path = path
+        # A Verlet list carried between calls (every engine calls through here); models exported before
+        # the contract took neighbour lists build their own at every call.
+        self.neighbors: Optional[VerletList] = None
+        if skin_A > 0 and accepts_neighbor_lists(module):
+            self.neighbors = VerletList(float(metadata["cutoff"]), skin_A)
 
     @property
     def species(self):
@@ -119,7 +141,11 @@ class Model:
             raise MLMDError(f"{self._name()} is a trajectory forecaster ({self.family}), not a potential: it gives no "
                             "energy or forces; run it with Model.forecast(...) or `mlmd forecast`, or use a "
                             "potential model for MD, ASE, OpenMM and saddle searches")
-        return self.module(positions, atomic_numbers, cell, pbc, batch, compute_forces, compute_stress)
+        if self.neighbors is None:
+            return self.module(positions, atomic_numbers, cell, pbc, batch, compute_forces, compute_stress)
+        edge_index, shifts = self.neighbors(positions, cell, pbc, batch)
+        return self.module(positions, atomic_numbers, cell, pbc, batch, compute_forces, compute_stress, edge_index,
+                           shifts)
 
     def energy_forces(self, positions, atomic_numbers, cell, pbc, batch) -> Dict[str, torch.Tensor]:
         """Energy ``[B]`` eV and forces ``[N,3]`` eV/Å: the callable :mod:`integrators` steps with."""
@@ -135,7 +161,10 @@ class Model:
             raise MLMDError(f"{self._name()} is a potential ({self.family}), not a trajectory forecaster: it has no "
                             "forecast(); call it for energy and forces, or load a forecaster model "
                             "(model.family = \"forecaster\")")
-        return self.module(positions, atomic_numbers, cell, pbc, batch, velocities)
+        if self.neighbors is None:
+            return self.module(positions, atomic_numbers, cell, pbc, batch, velocities)
+        edge_index, shifts = self.neighbors(positions, cell, pbc, batch)
+        return self.module(positions, atomic_numbers, cell, pbc, batch, velocities, edge_index, shifts)
 
     def _name(self) -> str:
         return f"model {self.path}" if self.path else "this model"
@@ -146,12 +175,16 @@ class Model:
                 f"dtype={self.metadata['dtype']}, path={str(self.path) if self.path else None!r})")
 
 
-def load_model(source: Union[PathLike, Model, torch.nn.Module], device: Union[str, torch.device] = "cpu") -> Model:
-    """Load an exported model file (or wrap an in-memory potential) for use in any engine."""
+def load_model(source: Union[PathLike, Model, torch.nn.Module], device: Union[str, torch.device] = "cpu",
+               skin_A: float = DEFAULT_SKIN_A) -> Model:
+    """Load an exported model file (or wrap an in-memory potential) for use in any engine.
+
+    ``skin_A`` is the skin of the neighbour list carried between calls (0: a fresh list at every call).
+    """
     if isinstance(source, Model):
         return source.to(device)
     if isinstance(source, torch.nn.Module):
-        return Model(source, model_metadata(source)).to(device)
+        return Model(source, model_metadata(source), skin_A=skin_A).to(device)
     path = require_file(source, "model file")
     if not zipfile.is_zipfile(path):
         raise InputFileError(
@@ -179,7 +212,7 @@ def load_model(source: Union[PathLike, Model, torch.nn.Module], device: Union[st
     missing = [k for k in ("family", "species", "cutoff", "dtype") if k not in metadata]
     if missing:
         raise MLMDError(f"model file {path} lacks metadata {missing}; re-export it with `mlmd export`")
-    return Model(module, metadata, path)
+    return Model(module, metadata, path, skin_A=skin_A)
 
 
 def pretrained(name: str) -> Path:

@@ -10,12 +10,12 @@ where the cell and positions are deformed by the symmetric strain
 ``(I + epsilon)``. A family implements :meth:`atomic_energies` only.
 """
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import torch
 from torch import Tensor
 
-from .neighbors import edge_vectors, neighbor_list
+from .neighbors import edge_vectors, neighbors_within_cutoff
 
 
 def species_table(species: List[int]) -> Tensor:
@@ -99,13 +99,18 @@ class Potential(torch.nn.Module):
         batch: Tensor,
         compute_forces: bool = True,
         compute_stress: bool = False,
+        edge_index: Optional[Tensor] = None,
+        shifts: Optional[Tensor] = None,
     ) -> Dict[str, Tensor]:
+        """The contract; ``edge_index``/``shifts`` optionally give a list built with a larger radius
+        (a Verlet list, :class:`potentials.neighbors.VerletList`), of which the pairs within the
+        cutoff are used, so the result equals that of a fresh list."""
         dtype = self.dtype_probe.dtype
         positions = positions.to(dtype)
         cell = cell.to(dtype)
         n_systems = cell.shape[0]
         species = self.species_index(atomic_numbers)
-        edge_index, shifts = neighbor_list(positions, cell, pbc, batch, self.cutoff)
+        edges, edge_shifts = neighbors_within_cutoff(positions, cell, pbc, batch, self.cutoff, edge_index, shifts)
 
         strain = torch.zeros((n_systems, 3, 3), dtype=dtype, device=positions.device)
         inputs: List[Tensor] = []
@@ -119,8 +124,8 @@ class Potential(torch.nn.Module):
             positions = torch.einsum("ni,nij->nj", positions, deformation[batch])
             cell = torch.bmm(cell, deformation)
 
-        vectors = edge_vectors(positions, cell, batch, edge_index, shifts)
-        energies = self.atomic_energies(positions, species, edge_index, vectors, batch)
+        vectors = edge_vectors(positions, cell, batch, edges, edge_shifts)
+        energies = self.atomic_energies(positions, species, edges, vectors, batch)
         energy = torch.zeros(n_systems, dtype=energies.dtype, device=energies.device)
         energy = energy.index_add(0, batch, energies)
         out: Dict[str, Tensor] = {"energy": energy, "energies": energies}

@@ -53,7 +53,7 @@ from torch import Tensor
 from . import register_family
 from .base import Configurable, lookup_species, species_table
 from .equivariant import BesselBasis, InteractionBlock, eager_e3nn, natural_irreps
-from .neighbors import edge_vectors, neighbor_list
+from .neighbors import edge_vectors, neighbors_within_cutoff
 
 
 class ConservationLayer(torch.nn.Module):
@@ -267,16 +267,17 @@ class ForecasterModel(Configurable, torch.nn.Module):
         return lookup_species(self.species_index_table, self.species, atomic_numbers)
 
     def forward(self, positions: Tensor, atomic_numbers: Tensor, cell: Tensor, pbc: Tensor, batch: Tensor,
-                velocities: Tensor) -> Dict[str, Tensor]:
+                velocities: Tensor, edge_index: Optional[Tensor] = None,
+                shifts: Optional[Tensor] = None) -> Dict[str, Tensor]:
         dtype = self.dtype_probe.dtype
         positions = positions.to(dtype)
         velocities = velocities.to(dtype)
         cell = cell.to(dtype)
         species = self.species_index(atomic_numbers)
-        edge_index, shifts = neighbor_list(positions, cell, pbc, batch, self.cutoff)
-        vectors = edge_vectors(positions, cell, batch, edge_index, shifts)
-        centre = edge_index[0]
-        neighbour = edge_index[1]
+        edges, edge_shifts = neighbors_within_cutoff(positions, cell, pbc, batch, self.cutoff, edge_index, shifts)
+        vectors = edge_vectors(positions, cell, batch, edges, edge_shifts)
+        centre = edges[0]
+        neighbour = edges[1]
         edge_sh = self.spherical_harmonics(vectors)
         edge_basis = self.radial_basis(torch.linalg.vector_norm(vectors, dim=1))
 

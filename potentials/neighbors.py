@@ -25,7 +25,7 @@ Gradients do not flow through the list; models recompute ``r_ij`` from the
 integer shifts with the original positions and cell.
 """
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -193,3 +193,88 @@ def edge_vectors(
     centre = edge_index[0]
     offset = torch.einsum("ei,eij->ej", shifts.to(positions.dtype), cell[batch[centre]])
     return positions[edge_index[1]] - positions[centre] + offset
+
+
+class VerletList(torch.nn.Module):
+    """A neighbour list carried between calls (a Verlet or skin list), TorchScript-compilable.
+
+    Built by :func:`neighbor_list` with radius ``cutoff + skin`` and reused while every atom is
+    within ``skin / 2`` of where it was at the build (then no pair can have crossed into the
+    cutoff unseen: each pair distance changed by less than ``skin``), and while the cell, pbc and
+    batch are unchanged. An atom that was wrapped back into the cell by a lattice translation
+    ``n`` (as forecast rollouts do) counts by its displacement modulo the lattice; the shifts of its
+    edges absorb ``n``: ``S_ij <- S_ij - n_j + n_i``.
+
+    Returns the pairs within ``cutoff + skin`` in the convention of :func:`neighbor_list`;
+    consumers keep those with ``|r_ij| < cutoff`` (:meth:`within_cutoff`). ``builds`` and ``calls``
+    count what happened, for benchmarks. ``skin = 0`` builds at every call.
+    """
+
+    def __init__(self, cutoff: float, skin: float = 0.5):
+        super().__init__()
+        if cutoff <= 0.0 or skin < 0.0:
+            raise ValueError("VerletList: cutoff must be positive and skin zero or positive")
+        self.cutoff = float(cutoff)
+        self.skin = float(skin)
+        self.builds = 0
+        self.calls = 0
+        empty = torch.zeros(0)
+        self.register_buffer("reference_positions", empty.clone(), persistent=False)
+        self.register_buffer("reference_cell", empty.clone(), persistent=False)
+        self.register_buffer("reference_pbc", torch.zeros(0, dtype=torch.bool), persistent=False)
+        self.register_buffer("reference_batch", torch.zeros(0, dtype=torch.int64), persistent=False)
+        self.register_buffer("edge_index", torch.zeros((2, 0), dtype=torch.int64), persistent=False)
+        self.register_buffer("shifts", torch.zeros((0, 3), dtype=torch.int64), persistent=False)
+
+    def forward(self, positions: Tensor, cell: Tensor, pbc: Tensor, batch: Tensor) -> Tuple[Tensor, Tensor]:
+        self.calls += 1
+        positions = positions.detach()
+        cell = cell.detach()
+        same_system = (
+            self.skin > 0.0
+            and self.reference_positions.shape == positions.shape
+            and self.reference_positions.device == positions.device
+            and self.reference_cell.shape == cell.shape
+            and bool(torch.equal(self.reference_cell, cell.to(self.reference_cell.dtype)))
+            and bool(torch.equal(self.reference_pbc, pbc.to(torch.bool)))
+            and bool(torch.equal(self.reference_batch, batch.to(torch.int64)))
+        )
+        if same_system:
+            moved = positions.to(torch.float64) - self.reference_positions
+            jumps = torch.zeros_like(moved)
+            if bool(pbc.any()):
+                full_cell = complete_cell(self.reference_cell, self.reference_pbc)
+                fractional = torch.einsum("ni,nij->nj", moved, torch.linalg.inv(full_cell)[batch])
+                jumps = torch.where(self.reference_pbc[batch], torch.round(fractional), torch.zeros_like(fractional))
+                moved = moved - torch.einsum("ni,nij->nj", jumps, self.reference_cell[batch])
+            half = 0.5 * self.skin
+            if bool(((moved * moved).sum(dim=1) < half * half).all()):
+                n = jumps.to(torch.int64)
+                return self.edge_index, self.shifts - n[self.edge_index[1]] + n[self.edge_index[0]]
+        edge_index, shifts = neighbor_list(positions, cell, pbc, batch, self.cutoff + self.skin)
+        self.builds += 1
+        self.reference_positions = positions.to(torch.float64).clone()
+        self.reference_cell = cell.to(torch.float64).clone()
+        self.reference_pbc = pbc.to(torch.bool).clone()
+        self.reference_batch = batch.to(torch.int64).clone()
+        self.edge_index = edge_index
+        self.shifts = shifts
+        return edge_index, shifts
+
+
+def within_cutoff(positions: Tensor, cell: Tensor, batch: Tensor, edge_index: Tensor, shifts: Tensor,
+                  cutoff: float) -> Tuple[Tensor, Tensor]:
+    """The pairs of a (skin) list with ``|r_ij| < cutoff``, decided in float64 as :func:`neighbor_list` does."""
+    vectors = edge_vectors(positions.detach().to(torch.float64), cell.detach().to(torch.float64), batch,
+                           edge_index, shifts)
+    keep = (vectors * vectors).sum(dim=1) < cutoff * cutoff
+    return edge_index[:, keep], shifts[keep]
+
+
+def neighbors_within_cutoff(positions: Tensor, cell: Tensor, pbc: Tensor, batch: Tensor, cutoff: float,
+                            edge_index: Optional[Tensor] = None,
+                            shifts: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """The pairs within ``cutoff``: filtered from a given (skin) list, else a fresh :func:`neighbor_list`."""
+    if edge_index is not None and shifts is not None:
+        return within_cutoff(positions, cell, batch, edge_index, shifts, cutoff)
+    return neighbor_list(positions, cell, pbc, batch, cutoff)

@@ -36,6 +36,8 @@ from torch import Tensor
 
 from ..constants import EV_KJ_PER_MOL, EV_PER_A_KJ_PER_MOL_NM, NM_ANGSTROM
 from ..errors import MLMDError, StructureError
+from potentials.neighbors import VerletList
+
 from ..model import METADATA_FILE, Model, load_model
 from .plugins import import_openmmtorch
 
@@ -88,12 +90,31 @@ class TorchForceModule(torch.nn.Module):
         if self.periodic and box_vectors is not None:
             cell = box_vectors.to(dtype).reshape(1, 3, 3) * self.length_scale
         batch = torch.zeros(coordinates.shape[0], dtype=torch.int64, device=positions.device)
-        out = self.model(coordinates, self.atomic_numbers, cell, self.pbc, batch, True, False)
+        out = self.contract(coordinates, cell, batch)
         energy = out["energy"].sum().to(positions.dtype) * self.energy_scale
         forces = out["forces"].to(positions.dtype) * self.force_scale
         if self.subset:
             forces = torch.zeros_like(positions).index_copy(0, self.atom_indices, forces)
         return energy, forces
+
+    def contract(self, coordinates: Tensor, cell: Tensor, batch: Tensor) -> Dict[str, Tensor]:
+        """The model contract on Å coordinates (energy eV, forces eV/Å)."""
+        return self.model(coordinates, self.atomic_numbers, cell, self.pbc, batch, True, False)
+
+
+class SkinTorchForceModule(TorchForceModule):
+    """:class:`TorchForceModule` that carries a Verlet list (:class:`potentials.neighbors.VerletList`)
+    between OpenMM's force calls, for models whose contract takes ``edge_index``/``shifts``."""
+
+    def __init__(self, model: torch.nn.Module, atomic_numbers: Tensor, periodic: bool,
+                 atom_indices: Optional[Tensor] = None, dtype: torch.dtype = torch.float64,
+                 cutoff: float = 5.0, skin_A: float = 1.0):
+        super().__init__(model, atomic_numbers, periodic, atom_indices, dtype)
+        self.neighbors = VerletList(cutoff, skin_A)
+
+    def contract(self, coordinates: Tensor, cell: Tensor, batch: Tensor) -> Dict[str, Tensor]:
+        edge_index, shifts = self.neighbors(coordinates, cell, self.pbc, batch)
+        return self.model(coordinates, self.atomic_numbers, cell, self.pbc, batch, True, False, edge_index, shifts)
 
 
 class PythonForceComputation:
@@ -217,8 +238,12 @@ def torch_force(model, numbers: np.ndarray, periodic: bool, indices: Optional[np
     loaded = load_model(model, device="cpu")
     check_species(numbers, loaded, "create_force")
     openmmtorch = import_openmmtorch()
-    module = TorchForceModule(loaded.module, torch.as_tensor(numbers), periodic,
-                              None if indices is None else torch.as_tensor(indices), loaded.dtype)
+    arguments = (loaded.module, torch.as_tensor(numbers), periodic,
+                 None if indices is None else torch.as_tensor(indices), loaded.dtype)
+    if loaded.neighbors is not None:  # the model takes a neighbour list: carry one between calls
+        module = SkinTorchForceModule(*arguments, cutoff=loaded.cutoff, skin_A=loaded.neighbors.skin)
+    else:
+        module = TorchForceModule(*arguments)
     force = openmmtorch.TorchForce(torch.jit.script(module))
     force.setOutputsForces(True)
     return force, loaded
