@@ -8,7 +8,7 @@ from conformance import RTOL, ModelConformance
 from potentials import FAMILIES
 from potentials.facet import (MIXING_EQUIVARIANCE_BOUND, GauntMessage, SphereGridMixing, mixing_resolution,
                               to_channel_layout, to_irreps_layout)
-from potentials.gaunt import quadrature_grid_matrices, GauntTensorProduct
+from potentials.blocks.gaunt import quadrature_grid_matrices, GauntTensorProduct
 
 # Whole-model rotation tolerance: the mixing layer's bound carried through two layers and the readout,
 # measured <= 3e-4 of max |E|, |F| on these systems (untrained weights, 8 channels).

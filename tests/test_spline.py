@@ -10,7 +10,8 @@ from ase.io import write
 
 from conformance import ModelConformance
 from potentials import FAMILIES
-from potentials.spline import SplinePotential, dense_basis, local_basis
+from potentials.blocks.bsplines import dense_basis, local_basis
+from potentials.spline import SplinePotential
 
 # A small model with all knots populated by the conformance systems (distances >= 1 Å).
 SMALL = dict(cutoff=5.0, cutoff_3body=3.5, r_min=0.8, r_min_3body=0.8, n_intervals=8, n_intervals_3body=4)
