@@ -4,7 +4,8 @@ import pytest
 import torch
 from e3nn import o3
 
-from conformance import RTOL, ModelConformance
+from engine_conformance import MLMDModelConformance
+from potentials.testing import RTOL
 from potentials import FAMILIES
 from potentials.facet import (MIXING_EQUIVARIANCE_BOUND, GauntMessage, SphereGridMixing, mixing_resolution,
                               to_channel_layout, to_irreps_layout)
@@ -15,18 +16,28 @@ from potentials.blocks.gaunt import quadrature_grid_matrices, GauntTensorProduct
 FACET_ROTATION_RTOL = {torch.float32: RTOL[torch.float32], torch.float64: 1e-6}
 
 
-class TestFacetGauntConformance(ModelConformance):
+class FacetConformance(MLMDModelConformance):
     species = [1, 6, 8, 29]
     rotation_rtol = FACET_ROTATION_RTOL
+    known_failures = {
+        "test_lone_atom_returns_its_reference_energy": (
+            "by design: the self-interaction path (embedding -> blocks -> readouts) gives an atom without "
+            "neighbours a learned energy on top of atomic_energies_ref + shift, which the trainer fits as "
+            "least-squares per-element energies, not isolated-atom energies"
+        ),
+    }
 
+    def reference_energies(self, model):
+        """What the family defines as a per-species reference: ``atomic_energies_ref[z] + shift``."""
+        return {z: float(e) + model.shift for z, e in zip(model.species, model.atomic_energies_ref)}
+
+
+class TestFacetGauntConformance(FacetConformance):
     def make_model(self):
         return FAMILIES["facet"](self.species, cutoff=5.0, channels=8, lmax=2, num_layers=3, tensor_product="gaunt")
 
 
-class TestFacetClebschGordanConformance(ModelConformance):
-    species = [1, 6, 8, 29]
-    rotation_rtol = FACET_ROTATION_RTOL
-
+class TestFacetClebschGordanConformance(FacetConformance):
     def make_model(self):
         return FAMILIES["facet"](self.species, cutoff=5.0, channels=8, lmax=2, num_layers=3,
                                  tensor_product=["gaunt", "cg", "cg"])
@@ -117,7 +128,7 @@ def test_bad_hyperparameters_are_clear_errors():
 def test_trained_weights_load_into_a_finer_mixing_grid():
     """Grid matrices are not weights: a model with a finer mixing grid takes the same state dict
     (strict) and is closer to rotation invariant while its energy barely moves."""
-    from conformance import evaluate, random_rotation, transformed, SYSTEMS
+    from potentials.testing import evaluate, random_rotation, transformed, SYSTEMS
 
     torch.manual_seed(3)
     coarse = FAMILIES["facet"]([1, 6, 8], channels=8, num_layers=2).double().eval()
