@@ -699,18 +699,13 @@ class ForecasterConformance(ConformanceSuite):
         assert_forecasts_close(rotated, expected, RTOL[dtype], f"{name} rotated")
 
     @pytest.mark.parametrize("name", ["molecule", "crystal"])
-    def test_translation(self, model, dtype, name):
+    def test_translation_and_permutation(self, model, dtype, name):
+        """Translating changes nothing; permuting the atoms permutes both outputs."""
         atoms = self.system(name)
         v = velocities_of(atoms)
         reference = forecast(model, [atoms], [v], dtype)
         shifted = forecast(model, [transformed(atoms, np.eye(3), np.array([3.1, -7.2, 0.4]))], [v], dtype)
         assert_forecasts_close(shifted, reference, RTOL[dtype], f"{name} translated")
-
-    @pytest.mark.parametrize("name", ["molecule", "crystal"])
-    def test_permutation(self, model, dtype, name):
-        atoms = self.system(name)
-        v = velocities_of(atoms)
-        reference = forecast(model, [atoms], [v], dtype)
         order = _rng(3).permutation(len(atoms))
         permuted = forecast(model, [atoms[order]], [v[order]], dtype)
         assert_forecasts_close(permuted, {k: x[order] for k, x in reference.items()}, RTOL[dtype], f"{name} permuted")

@@ -4,7 +4,7 @@ import pytest
 import torch
 from e3nn import o3
 
-from engine_conformance import MLMDModelConformance
+from engine_conformance import LearnedBaselineConformance
 from potentials.testing import RTOL
 from potentials import FAMILIES
 from potentials.facet import (MIXING_EQUIVARIANCE_BOUND, GauntMessage, SphereGridMixing, mixing_resolution,
@@ -16,20 +16,9 @@ from potentials.blocks.gaunt import quadrature_grid_matrices, GauntTensorProduct
 FACET_ROTATION_RTOL = {torch.float32: RTOL[torch.float32], torch.float64: 1e-6}
 
 
-class FacetConformance(MLMDModelConformance):
+class FacetConformance(LearnedBaselineConformance):
     species = [1, 6, 8, 29]
     rotation_rtol = FACET_ROTATION_RTOL
-    known_failures = {
-        "test_lone_atom_returns_its_reference_energy": (
-            "by design: the self-interaction path (embedding -> blocks -> readouts) gives an atom without "
-            "neighbours a learned energy on top of atomic_energies_ref + shift, which the trainer fits as "
-            "least-squares per-element energies, not isolated-atom energies"
-        ),
-    }
-
-    def reference_energies(self, model):
-        """What the family defines as a per-species reference: ``atomic_energies_ref[z] + shift``."""
-        return {z: float(e) + model.shift for z, e in zip(model.species, model.atomic_energies_ref)}
 
 
 class TestFacetGauntConformance(FacetConformance):
