@@ -30,7 +30,7 @@ class TestSplineConformance(MLMDModelConformance):
 
     def reference_energies(self, model):
         """A lone atom has only the one-body term ``e1[z]`` (random here, like every coefficient)."""
-        return {z: float(e) for z, e in zip(model.species, model.one_body)}
+        return dict(zip(model.species, model.one_body.tolist()))
 
     def make_model(self):
         return randomise(FAMILIES["spline"](self.species, **SMALL))
