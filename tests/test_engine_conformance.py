@@ -6,6 +6,7 @@ float64, built by :data:`SMALL_MODELS`; a family registered without an entry the
 """
 
 import copy
+from importlib.metadata import entry_points
 from typing import Callable, Dict, List
 
 import numpy as np
@@ -36,7 +37,17 @@ SMALL_MODELS: Dict[str, Callable[[List[int]], torch.nn.Module]] = {
                                                tensor_product=["gaunt", "gaunt", "cg"]),
     "spline": _spline,
 }
-POTENTIAL_FAMILIES = sorted(name for name, cls in FAMILIES.items() if issubclass(cls, Potential))
+
+
+def _potential_families() -> List[str]:
+    """Potential families that the package ships or another distribution registers (entry points); test
+    doubles that a test module registers at import are left out."""
+    names = {name for name, cls in FAMILIES.items() if cls.__module__.split(".")[0] == "potentials"}
+    names |= {entry.name for entry in entry_points(group="mlmd.families")}
+    return sorted(name for name in names if issubclass(FAMILIES[name], Potential))
+
+
+POTENTIAL_FAMILIES = _potential_families()
 
 
 def _copper():
