@@ -299,21 +299,21 @@ class ConformanceSuite:
         """The model's outputs for ``atoms`` alone, as float64 arrays; defined by each suite."""
         raise NotImplementedError
 
-    def _assert_same_as_eager(self, other, model, dtype: torch.dtype, what: str) -> None:
+    def assert_same_as_eager(self, other, model, dtype: torch.dtype, what: str) -> None:
         """``other`` (compiled or loaded) gives ``model``'s outputs on a batch; defined by each suite."""
         raise NotImplementedError
 
     # -- TorchScript, export, errors (both suites)
 
     def test_torchscript_matches_eager(self, model, dtype):
-        self._assert_same_as_eager(torch.jit.script(model), model, dtype, "TorchScript vs eager")
+        self.assert_same_as_eager(torch.jit.script(model), model, dtype, "TorchScript vs eager")
 
     def test_export_and_load_round_trip(self, model, dtype, tmp_path):
         """:meth:`export_and_load` round trip: same species, cutoff and outputs as eager."""
         loaded = self.export_and_load(model, dtype, tmp_path)
         assert [int(z) for z in loaded.species] == [int(z) for z in model.species]
         assert float(loaded.cutoff) == pytest.approx(float(model.cutoff))
-        self._assert_same_as_eager(loaded, model, dtype, "exported vs eager")
+        self.assert_same_as_eager(loaded, model, dtype, "exported vs eager")
 
     def test_unknown_element_is_a_clear_error(self, model64):
         atoms = self.system("molecule")
@@ -624,7 +624,7 @@ class ModelConformance(ConformanceSuite):
     def outputs_alone(self, model, atoms: Atoms, dtype: torch.dtype) -> Dict[str, np.ndarray]:
         return evaluate(model, [atoms], dtype)
 
-    def _assert_same_as_eager(self, other, model, dtype, what):
+    def assert_same_as_eager(self, other, model, dtype, what):
         """Batch of an open and a periodic system, then a periodic one with stress (undefined for open ones)."""
         systems = [self.system("cluster"), self.system("crystal")]
         assert_outputs_close(evaluate(other, systems, dtype), evaluate(model, systems, dtype), RTOL[dtype], what)
@@ -744,7 +744,7 @@ class ForecasterConformance(ConformanceSuite):
     def outputs_alone(self, model, atoms: Atoms, dtype: torch.dtype) -> Dict[str, np.ndarray]:
         return forecast(model, [atoms], [velocities_of(atoms)], dtype)
 
-    def _assert_same_as_eager(self, other, model, dtype, what):
+    def assert_same_as_eager(self, other, model, dtype, what):
         systems = [self.system("cluster"), self.system("crystal")]
         velocities = [velocities_of(a, seed=k) for k, a in enumerate(systems)]
         assert_forecasts_close(forecast(other, systems, velocities, dtype), forecast(model, systems, velocities, dtype),
