@@ -4,6 +4,12 @@
 class. A family registers itself with :func:`register_family`; families from
 other distributions plug in through the ``mlmd.families`` entry-point group,
 so nothing else has to change to add one.
+
+Layout: one module per family (``equivariant``, ``facet``, ``spline``,
+``forecaster``); the model contract and the species/cutoff/dtype base in
+``base``; neighbour lists in ``neighbors``; the building blocks that several
+families share in ``blocks`` (no family imports another); the conformance
+suites, importable by families from other distributions, in ``testing``.
 """
 
 from importlib import import_module

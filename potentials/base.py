@@ -1,4 +1,9 @@
-"""The model contract shared by every potential.
+"""The model contract shared by every potential, and what every model shares.
+
+:class:`AtomisticModel` holds the species table (atomic number -> index, an
+unknown element is a clear error), the cutoff (Å) and the compute dtype, for
+potentials and the forecaster alike; :class:`Configurable` rebuilds a family
+from its constructor arguments.
 
 A :class:`Potential` maps one batch of systems to energies; forces and stress
 are derived here, once, by autograd:
@@ -52,13 +57,13 @@ class Configurable:
         return cls(**config)
 
 
-class Potential(torch.nn.Module):
-    """Base class of every model family.
+class AtomisticModel(torch.nn.Module):
+    """What every model of the package shares: the species it knows, its cutoff and its compute dtype.
 
-    Inputs: ``positions [N,3]`` Å, ``atomic_numbers [N]`` int64, ``cell [B,3,3]``
-    Å (rows are lattice vectors), ``pbc [B,3]`` bool, ``batch [N]`` system index.
-    Outputs: ``energy [B]`` eV, ``forces [N,3]`` eV/Å and, on request,
-    ``stress [B,3,3]`` eV/Å³ and ``energies [N]`` eV.
+    ``species`` are atomic numbers (the order indexes per-species parameters);
+    ``cutoff`` is in Å. The buffer ``dtype_probe`` follows ``.to(dtype)`` and tells
+    ``forward`` which dtype to compute in; :meth:`species_index` maps atomic
+    numbers to indices into ``species`` and names an unknown element.
     """
 
     family: str = ""
@@ -66,7 +71,7 @@ class Potential(torch.nn.Module):
     def __init__(self, species: List[int], cutoff: float):
         super().__init__()
         if len(species) == 0:
-            raise ValueError("a potential needs at least one species")
+            raise ValueError(f"{type(self).__name__} needs at least one species")
         if cutoff <= 0:
             raise ValueError(f"cutoff must be positive, got {cutoff}")
         self.species: List[int] = [int(z) for z in species]
@@ -78,6 +83,16 @@ class Potential(torch.nn.Module):
     def species_index(self, atomic_numbers: Tensor) -> Tensor:
         """Index into ``self.species`` for every atom; raises on an unknown element."""
         return lookup_species(self.species_index_table, self.species, atomic_numbers)
+
+
+class Potential(AtomisticModel):
+    """Base class of every potential family (the forecaster has its own contract).
+
+    Inputs: ``positions [N,3]`` Å, ``atomic_numbers [N]`` int64, ``cell [B,3,3]``
+    Å (rows are lattice vectors), ``pbc [B,3]`` bool, ``batch [N]`` system index.
+    Outputs: ``energy [B]`` eV, ``forces [N,3]`` eV/Å and, on request,
+    ``stress [B,3,3]`` eV/Å³ and ``energies [N]`` eV.
+    """
 
     def atomic_energies(
         self,

@@ -2,7 +2,7 @@ r"""Facet-style E(3)-equivariant potential (Facet, 2025), family ``facet``.
 
 Node features are ``C`` channels of spherical-harmonic coefficients up to ``L``,
 ``h_i [C, (L+1)^2]`` in the ``0e + 1o + 2e + ...`` layout of
-:mod:`potentials.gaunt` (natural parity: ``l`` has parity ``(-1)^l``). A layer is
+:mod:`potentials.blocks.gaunt` (natural parity: ``l`` has parity ``(-1)^l``). A layer is
 
     m_i  = 1/sqrt(<n>) sum_j  TP( U h_j , R(r_ij) * Y(u_ij) )        message
     h_i' = h_i + Mix( W_m m_i + W_s h_i )                            residual update
@@ -10,7 +10,7 @@ Node features are ``C`` channels of spherical-harmonic coefficients up to ``L``,
 
 Radial weights are cubic B-splines of the distance on uniform knots (shared by
 all element pairs), times the polynomial envelope of
-:func:`potentials.equivariant.polynomial_envelope`:
+:func:`potentials.blocks.radial.polynomial_envelope`:
 
     R_{c,q}(r) = f_env(r / r_c) sum_p w_{c,q,p} B_p(r),     B_p on [0, r_c], n_intervals + 3 of them
 
@@ -19,7 +19,7 @@ vanishes smoothly at the cutoff. ``U, W_m, W_s`` mix channels within each ``l``.
 ``TP`` is chosen per block (registry :data:`MESSAGES`):
 
 - ``"gaunt"``: the Gaunt product through a sphere grid. With ``T`` the grid
-  evaluation and ``P`` the grid projection (:mod:`potentials.gaunt`), both
+  evaluation and ``P`` the grid projection (:mod:`potentials.blocks.gaunt`), both
   exact on a grid fine enough for degree ``3L``,
 
       m_i = P( sum_j T(U h_j) * sum_l R_{c,l}(r_ij) T_l(Y_l(u_ij)) )
@@ -57,9 +57,10 @@ from torch import Tensor
 
 from . import register_family
 from .base import Configurable, Potential
-from .equivariant import eager_e3nn, natural_irreps, polynomial_envelope
-from .gaunt import from_grid_matrix, quadrature_grid_matrices, to_grid_matrix
-from .spline import dense_basis
+from .blocks.gaunt import from_grid_matrix, quadrature_grid_matrices, to_grid_matrix
+from .blocks.irreps import eager_e3nn, natural_irreps, uvu_tensor_product
+from .blocks.radial import SplineRadialBasis
+from .blocks.readout import layer_readout, reference_energies
 
 # Relative equivariance error of SphereGridMixing on its default grid, max |Mix(Dx) - D Mix(x)| / max |Mix(x)|
 # for unit-variance features, 32 channels, random weights and rotations (float64): measured 2.8e-3 (L = 1,
@@ -126,22 +127,6 @@ def to_channel_layout(x: Tensor, channels: int, lmax: int) -> Tensor:
     return torch.cat(parts, dim=2)
 
 
-class SplineRadialBasis(torch.nn.Module):
-    """``f_env(r/r_c) B_p(r)`` for the ``n_intervals + 3`` uniform cubic B-splines on ``[0, r_c]`` (Å)."""
-
-    def __init__(self, cutoff: float, n_intervals: int, envelope_power: int):
-        super().__init__()
-        self.cutoff = float(cutoff)
-        self.n_intervals = int(n_intervals)
-        self.spacing = self.cutoff / self.n_intervals
-        self.power = float(envelope_power)
-        self.num_basis = self.n_intervals + 3
-
-    def forward(self, r: Tensor) -> Tensor:
-        basis = dense_basis(r, 0.0, self.spacing, self.n_intervals)
-        return basis * polynomial_envelope((r / self.cutoff).unsqueeze(-1), self.power)
-
-
 class GauntMessage(torch.nn.Module):
     """Messages by the Gaunt product of ``U h_j`` (degrees to ``lmax_in``) and ``R(r) Y(u)`` (to ``lmax``).
 
@@ -205,23 +190,12 @@ class ClebschGordanMessage(torch.nn.Module):
         self.channels = channels
         self.lmax_in = lmax_in
         self.lmax_out = lmax_out
-        irreps_in = natural_irreps(channels, lmax_in)
         irreps_out = natural_irreps(channels, lmax_out)
-        irreps_sh = o3.Irreps.spherical_harmonics(lmax)
-        irreps_mid: List[Tuple[int, Tuple[int, int]]] = []
-        instructions = []
-        for i, (mul, ir_in) in enumerate(irreps_in):
-            for j, (_, ir_sh) in enumerate(irreps_sh):
-                for ir_out in ir_in * ir_sh:
-                    if ir_out in irreps_out:
-                        instructions.append((i, j, len(irreps_mid), "uvu", True))
-                        irreps_mid.append((mul, ir_out))
-        irreps_mid = o3.Irreps(irreps_mid)
         self.linear_up = ChannelLinear(channels, channels, lmax_in)
-        self.tensor_product = o3.TensorProduct(irreps_in, irreps_sh, irreps_mid, instructions,
-                                               shared_weights=False, internal_weights=False)
+        self.tensor_product = uvu_tensor_product(natural_irreps(channels, lmax_in),
+                                                 o3.Irreps.spherical_harmonics(lmax), irreps_out)
         self.radial = torch.nn.Linear(num_basis, self.tensor_product.weight_numel, bias=False)
-        self.linear_down = o3.Linear(irreps_mid, irreps_out)
+        self.linear_down = o3.Linear(self.tensor_product.irreps_out, irreps_out)
         self.message_norm = 1.0 / math.sqrt(avg_num_neighbors)
 
     def forward(self, features: Tensor, edge_sh: Tensor, edge_basis: Tensor, centre: Tensor,
@@ -308,24 +282,12 @@ class FacetPotential(Configurable, Potential):
     and ``shift`` (eV/atom) come from the training data as in ``equivariant``.
     """
 
-    def __init__(
-        self,
-        species: Sequence[int],
-        cutoff: float = 5.0,
-        channels: int = 32,
-        lmax: int = 2,
-        num_layers: int = 2,
-        tensor_product: Union[str, Sequence[str]] = "gaunt",
-        spline_intervals: int = 8,
-        mixing_hidden: int = 32,
-        mixing_resolution: Optional[Sequence[int]] = None,
-        readout_hidden: int = 16,
-        envelope_power: int = 6,
-        avg_num_neighbors: float = 10.0,
-        atomic_energies_ref: Optional[Sequence[float]] = None,
-        scale: float = 1.0,
-        shift: float = 0.0,
-    ):
+    def __init__(self, species: Sequence[int], cutoff: float = 5.0,
+                 channels: int = 32, lmax: int = 2, num_layers: int = 2,
+                 tensor_product: Union[str, Sequence[str]] = "gaunt", spline_intervals: int = 8,
+                 mixing_hidden: int = 32, mixing_resolution: Optional[Sequence[int]] = None,
+                 readout_hidden: int = 16, envelope_power: int = 6, avg_num_neighbors: float = 10.0,
+                 atomic_energies_ref: Optional[Sequence[float]] = None, scale: float = 1.0, shift: float = 0.0):
         super().__init__(list(species), cutoff)
         if channels < 1 or lmax < 0 or num_layers < 1 or spline_intervals < 1 or mixing_hidden < 1:
             raise ValueError("channels, num_layers, spline_intervals and mixing_hidden must be positive "
@@ -336,18 +298,14 @@ class FacetPotential(Configurable, Potential):
         unknown = [k for k in kinds if k not in MESSAGES]
         if unknown:
             raise ValueError(f"tensor_product {unknown[0]!r} is not one of {sorted(MESSAGES)}")
-        if atomic_energies_ref is None:
-            atomic_energies_ref = [0.0] * len(self.species)
-        if len(atomic_energies_ref) != len(self.species):
-            raise ValueError(f"atomic_energies_ref has {len(atomic_energies_ref)} values for "
-                             f"{len(self.species)} species")
+        atomic_energies_ref = reference_energies(atomic_energies_ref, len(self.species))
         res = None if mixing_resolution is None else (int(mixing_resolution[0]), int(mixing_resolution[1]))
         self._config: Dict[str, Any] = dict(
             species=list(self.species), cutoff=float(cutoff), channels=int(channels), lmax=int(lmax),
             num_layers=int(num_layers), tensor_product=kinds, spline_intervals=int(spline_intervals),
             mixing_hidden=int(mixing_hidden), mixing_resolution=None if res is None else list(res),
             readout_hidden=int(readout_hidden), envelope_power=int(envelope_power),
-            avg_num_neighbors=float(avg_num_neighbors), atomic_energies_ref=[float(e) for e in atomic_energies_ref],
+            avg_num_neighbors=float(avg_num_neighbors), atomic_energies_ref=atomic_energies_ref,
             scale=float(scale), shift=float(shift),
         )
         self.channels = channels
@@ -363,10 +321,8 @@ class FacetPotential(Configurable, Potential):
                 FacetBlock(kind, channels, degrees[t], degrees[t + 1], lmax, self.radial_basis.num_basis,
                            avg_num_neighbors, mixing_hidden, res)
                 for t, kind in enumerate(kinds)])
-        readouts: List[torch.nn.Module] = [torch.nn.Linear(channels, 1, bias=False) for _ in range(num_layers - 1)]
-        readouts.append(torch.nn.Sequential(torch.nn.Linear(channels, readout_hidden), torch.nn.SiLU(),
-                                            torch.nn.Linear(readout_hidden, 1)))
-        self.readouts = torch.nn.ModuleList(readouts)
+        self.readouts = torch.nn.ModuleList([layer_readout(channels, readout_hidden, last=t == num_layers - 1)
+                                             for t in range(num_layers)])
         self.register_buffer("atomic_energies_ref", torch.tensor(atomic_energies_ref, dtype=torch.get_default_dtype()))
         self.scale = float(scale)
         self.shift = float(shift)

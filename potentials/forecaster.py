@@ -15,7 +15,7 @@ Features. With ``u_i = v_i / v_rms`` (``v_rms`` the training velocity RMS):
     B_k(s)      = exp(-(s - mu_k)^2 / (2 sigma^2)),  mu_k = 4k/(K-1),  sigma = 4/(K-1)
 
 ``Y`` are the *unnormalised* spherical harmonics (``|u|^l Y_l(u/|u|)``), smooth at ``v = 0``;
-``W`` an MLP of the speed basis. ``T`` :class:`~potentials.equivariant.InteractionBlock`
+``W`` an MLP of the speed basis. ``T`` :class:`~potentials.blocks.interaction.InteractionBlock`
 layers follow (edges within ``cutoff``, periodic images included), and each layer's
 features go through an equivariant linear map to two ``1o`` vectors, summed:
 ``(n_d, n_v) = sum_t Lin_t(h^t)``.
@@ -51,8 +51,10 @@ from e3nn.nn import FullyConnectedNet
 from torch import Tensor
 
 from . import register_family
-from .base import Configurable, lookup_species, species_table
-from .equivariant import BesselBasis, InteractionBlock, eager_e3nn, natural_irreps
+from .base import AtomisticModel, Configurable
+from .blocks.interaction import InteractionBlock
+from .blocks.irreps import eager_e3nn, natural_irreps
+from .blocks.radial import BesselBasis
 from .neighbors import edge_vectors, neighbors_within_cutoff
 
 
@@ -119,7 +121,7 @@ class ConservationLayer(torch.nn.Module):
 
 
 @register_family("forecaster")
-class ForecasterModel(Configurable, torch.nn.Module):
+class ForecasterModel(Configurable, AtomisticModel):
     """Equivariant forecaster of ``(displacement, new velocities)`` over ``interval_fs``; see the module docstring.
 
     ``species`` are atomic numbers and ``masses`` their masses (amu, same order);
@@ -159,11 +161,7 @@ class ForecasterModel(Configurable, torch.nn.Module):
         prior_velocity: Optional[Sequence[float]] = None,
         conserve: bool = True,
     ):
-        super().__init__()
-        if len(species) == 0:
-            raise ValueError("a forecaster needs at least one species")
-        if cutoff <= 0:
-            raise ValueError(f"cutoff must be positive, got {cutoff}")
+        super().__init__(list(species), cutoff)
         if channels < 1 or lmax < 1 or num_layers < 1 or num_basis < 1 or num_speed_basis < 2:
             raise ValueError("channels, num_layers, num_basis must be positive, lmax >= 1 (vector outputs) "
                              "and num_speed_basis >= 2")
@@ -187,8 +185,6 @@ class ForecasterModel(Configurable, torch.nn.Module):
             prior.append(values if ballistic_prior else [0.0] * len(species))
         displacement_scale = float(displacement_rms if displacement_scale is None else displacement_scale)
         velocity_scale = float(velocity_rms if velocity_scale is None else velocity_scale)
-        self.species: List[int] = [int(z) for z in species]
-        self.cutoff: float = float(cutoff)
         self.timestep_fs: float = float(timestep_fs)
         self.interval_steps: int = int(interval_steps)
         self.interval_fs: float = float(timestep_fs) * int(interval_steps)
@@ -210,8 +206,6 @@ class ForecasterModel(Configurable, torch.nn.Module):
             ballistic_prior=bool(ballistic_prior), prior_displacement=prior[0], prior_velocity=prior[1],
             conserve=bool(conserve),
         )
-        self.register_buffer("species_index_table", species_table(self.species), persistent=False)
-        self.register_buffer("dtype_probe", torch.zeros(0), persistent=False)
         self.register_buffer("masses", torch.tensor([float(m) for m in masses], dtype=torch.get_default_dtype()))
         self.register_buffer("prior_displacement", torch.tensor(prior[0], dtype=torch.get_default_dtype()))
         self.register_buffer("prior_velocity", torch.tensor(prior[1], dtype=torch.get_default_dtype()))
@@ -261,10 +255,6 @@ class ForecasterModel(Configurable, torch.nn.Module):
                               "prior_velocity": self.prior_velocity.tolist()},
             "units": {"length": "Angstrom", "time": "fs", "velocity": "Angstrom/fs", "mass": "amu"},
         }
-
-    def species_index(self, atomic_numbers: Tensor) -> Tensor:
-        """Index into ``self.species`` for every atom; raises on an unknown element."""
-        return lookup_species(self.species_index_table, self.species, atomic_numbers)
 
     def forward(self, positions: Tensor, atomic_numbers: Tensor, cell: Tensor, pbc: Tensor, batch: Tensor,
                 velocities: Tensor, edge_index: Optional[Tensor] = None,

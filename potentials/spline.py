@@ -14,7 +14,7 @@ Every term is a cubic B-spline on uniform knots::
 
 with ``B_p(r) = N((r - r_min) / h - p + 3)``, ``N`` the cardinal cubic B-spline on
 [0, 4] and ``h = (r_cut - r_min) / n_intervals`` (Å). On ``[r_min, r_cut]`` the
-``n_intervals + 3`` functions sum to one. The last three coefficients along every
+``n_intervals + 3`` functions sum to one (:mod:`potentials.blocks.bsplines`). The last three coefficients along every
 axis that ends at a cutoff are fixed to zero, so V, dV/dr and d2V/dr2 vanish at the
 cutoff (C2). The ``r_jk`` axis spans ``[r_min_3body, 2 cutoff_3body]`` with no
 constraint (``r_jk < r_ij + r_ik``). Below ``r_min`` a spline continues linearly
@@ -39,43 +39,9 @@ from torch import Tensor
 
 from . import register_family
 from .base import Configurable, Potential
+from .blocks.bsplines import dense_basis, local_basis
+from .blocks.readout import reference_energies
 from .neighbors import edge_vectors, neighbor_list
-
-
-def local_basis(x: Tensor, start: float, spacing: float, n_intervals: int) -> Tuple[Tensor, Tensor, Tensor]:
-    """The four cubic B-splines that are non-zero at each ``x`` (Å).
-
-    Returns ``(first [n], values [n,4], derivatives [n,4])``: basis functions
-    ``first .. first+3`` (of ``n_intervals + 3``) have ``values`` and d/dx
-    ``derivatives`` (1/Å). Uniform cubic Cox-de Boor closed form with
-    ``t = (x - start)/spacing - m`` in interval ``m``::
-
-        B_m = (1-t)^3/6,  B_{m+1} = (3t^3 - 6t^2 + 4)/6,  B_{m+2} = (-3t^3 + 3t^2 + 3t + 1)/6,  B_{m+3} = t^3/6
-
-    Outside ``[start, start + n_intervals * spacing]`` the basis continues linearly
-    from the nearest end. Differentiable in ``x``.
-    """
-    end = start + n_intervals * spacing
-    inside = x.clamp(start, end)
-    scaled = (inside - start) / spacing
-    first = scaled.detach().floor().clamp(0, n_intervals - 1)
-    t = scaled - first
-    s = 1.0 - t
-    t2 = t * t
-    t3 = t2 * t
-    values = torch.stack([s * s * s / 6.0, (3.0 * t3 - 6.0 * t2 + 4.0) / 6.0,
-                          (-3.0 * t3 + 3.0 * t2 + 3.0 * t + 1.0) / 6.0, t3 / 6.0], dim=-1)
-    derivatives = torch.stack([-0.5 * s * s, 1.5 * t2 - 2.0 * t, -1.5 * t2 + t + 0.5, 0.5 * t2], dim=-1) / spacing
-    values = values + (x - inside).unsqueeze(-1) * derivatives
-    return first.to(torch.int64), values, derivatives
-
-
-def dense_basis(x: Tensor, start: float, spacing: float, n_intervals: int) -> Tensor:
-    """All ``n_intervals + 3`` basis functions at ``x``: ``[n, n_intervals + 3]`` (for tests and plots)."""
-    first, values, _ = local_basis(x, start, spacing, n_intervals)
-    out = torch.zeros(x.shape[0], n_intervals + 3, dtype=x.dtype, device=x.device)
-    columns = first.unsqueeze(-1) + torch.arange(4, device=x.device)
-    return out.scatter_add(1, columns, values)
 
 
 def edge_pairs(centre: Tensor, n_atoms: int) -> Tuple[Tensor, Tensor]:
@@ -143,15 +109,12 @@ class SplinePotential(Configurable, Potential):
         if ridge < 0 or curvature < 0:
             raise ValueError("ridge and curvature penalties must be non-negative")
         n_species = len(self.species)
-        if atomic_energies_ref is None:
-            atomic_energies_ref = [0.0] * n_species
-        if len(atomic_energies_ref) != n_species:
-            raise ValueError(f"atomic_energies_ref has {len(atomic_energies_ref)} values for {n_species} species")
+        atomic_energies_ref = reference_energies(atomic_energies_ref, n_species)
         self._config: Dict[str, Any] = dict(
             species=list(self.species), cutoff=float(cutoff), cutoff_3body=cutoff_3body, r_min=float(r_min),
             r_min_3body=float(r_min_3body), n_intervals=int(n_intervals), n_intervals_3body=int(n_intervals_3body),
             ridge=float(ridge), curvature=float(curvature),
-            atomic_energies_ref=[float(e) for e in atomic_energies_ref],
+            atomic_energies_ref=atomic_energies_ref,
         )
         self.cutoff_2body = float(cutoff)
         self.r_min = float(r_min)
@@ -186,7 +149,7 @@ class SplinePotential(Configurable, Potential):
         self.register_buffer("same_species", same_species[:self.n_channels], persistent=False)
 
         dtype = torch.get_default_dtype()
-        self.one_body = torch.nn.Parameter(torch.tensor([float(e) for e in atomic_energies_ref], dtype=dtype))
+        self.one_body = torch.nn.Parameter(torch.tensor(atomic_energies_ref, dtype=dtype))
         # Free coefficients (eV); the three trailing ones along each cutoff axis are the fixed zeros.
         self.pair_coefficients = torch.nn.Parameter(torch.zeros(self.n_pairs, self.n_intervals, dtype=dtype))
         self.triplet_coefficients = torch.nn.Parameter(torch.zeros(

@@ -5,7 +5,7 @@ as the median of ``--repeats`` runs after one warm-up,
 
 - CG: e3nn ``o3.TensorProduct`` with every parity-even path (l1+l2+l3 even,
   the only ones a Gaunt product has), mode "uuu", no weights;
-- grid: :class:`potentials.gaunt.GauntTensorProduct` (sphere grid sized by its
+- grid: :class:`potentials.blocks.gaunt.GauntTensorProduct` (sphere grid sized by its
   exactness rule),
 
 forward only and forward+backward (gradients w.r.t. both inputs), on a batch of
@@ -26,7 +26,7 @@ import time
 import torch
 from e3nn import o3
 
-from potentials.gaunt import GauntTensorProduct, even_paths
+from potentials.blocks.gaunt import GauntTensorProduct, even_paths
 
 
 def cg_even_product(lmax: int, scales: dict | None = None) -> o3.TensorProduct:

@@ -4,6 +4,8 @@
   fixed centres, u = x - c:  u' = u cos ωτ + (v/ω) sin ωτ,  v' = -u ω sin ωτ + v cos ωτ.
 - :class:`FreeFlightForecaster`: d = v τ, v' = v.
 - :class:`BrokenForecaster`: free flight that goes wrong in one of three ways ("nan", "collapse", "heat").
+
+Free flight also passes the forecaster conformance suite (``tests/test_conformance_forecasters.py``).
 """
 
 from typing import Dict, List
@@ -18,17 +20,26 @@ def local_index(batch: Tensor) -> Tensor:
     return torch.arange(batch.shape[0], device=batch.device) - first[batch]
 
 
-class HarmonicForecaster(torch.nn.Module):
-    """Exact harmonic propagator; ``centres [n,3]`` Å and ``omega [n]`` 1/fs per atom of a replica."""
+class AnalyticForecaster(torch.nn.Module):
+    """What the analytic forecasters share: the interval ``interval_fs`` (fs), the species, a nominal
+    cutoff (Å) and the family name that engines read, and a float64 ``dtype_probe``."""
 
-    def __init__(self, centres: Tensor, omega: Tensor, interval_fs: float, species: List[int]):
+    def __init__(self, interval_fs: float, species: List[int]):
         super().__init__()
-        self.register_buffer("centres", centres.to(torch.float64))
-        self.register_buffer("omega", omega.to(torch.float64))
+        self.register_buffer("dtype_probe", torch.zeros(0, dtype=torch.float64))
         self.interval_fs = float(interval_fs)
         self.species = [int(z) for z in species]
         self.cutoff = 3.0
         self.family = "forecaster"
+
+
+class HarmonicForecaster(AnalyticForecaster):
+    """Exact harmonic propagator; ``centres [n,3]`` Å and ``omega [n]`` 1/fs per atom of a replica."""
+
+    def __init__(self, centres: Tensor, omega: Tensor, interval_fs: float, species: List[int]):
+        super().__init__(interval_fs, species)
+        self.register_buffer("centres", centres.to(torch.float64))
+        self.register_buffer("omega", omega.to(torch.float64))
 
     def forward(self, positions: Tensor, atomic_numbers: Tensor, cell: Tensor, pbc: Tensor, batch: Tensor,
                 velocities: Tensor) -> Dict[str, Tensor]:
@@ -42,23 +53,15 @@ class HarmonicForecaster(torch.nn.Module):
         return {"displacement": u_new - u, "velocities": v_new}
 
 
-class FreeFlightForecaster(torch.nn.Module):
+class FreeFlightForecaster(AnalyticForecaster):
     """Free flight: displacement v τ, unchanged velocities."""
-
-    def __init__(self, interval_fs: float, species: List[int]):
-        super().__init__()
-        self.register_buffer("dtype_probe", torch.zeros(0, dtype=torch.float64))
-        self.interval_fs = float(interval_fs)
-        self.species = [int(z) for z in species]
-        self.cutoff = 3.0
-        self.family = "forecaster"
 
     def forward(self, positions: Tensor, atomic_numbers: Tensor, cell: Tensor, pbc: Tensor, batch: Tensor,
                 velocities: Tensor) -> Dict[str, Tensor]:
         return {"displacement": velocities * self.interval_fs, "velocities": velocities.clone()}
 
 
-class BrokenForecaster(torch.nn.Module):
+class BrokenForecaster(AnalyticForecaster):
     """Free flight that fails after it has been called ``after`` times.
 
     ``mode``: ``"nan"`` returns NaN displacements, ``"collapse"`` moves every atom onto the first atom of its
@@ -66,15 +69,10 @@ class BrokenForecaster(torch.nn.Module):
     """
 
     def __init__(self, mode: str, after: int, interval_fs: float, species: List[int]):
-        super().__init__()
+        super().__init__(interval_fs, species)
         self.register_buffer("calls", torch.zeros((), dtype=torch.int64))
-        self.register_buffer("dtype_probe", torch.zeros(0, dtype=torch.float64))
         self.mode = mode
         self.after = int(after)
-        self.interval_fs = float(interval_fs)
-        self.species = [int(z) for z in species]
-        self.cutoff = 3.0
-        self.family = "forecaster"
 
     def forward(self, positions: Tensor, atomic_numbers: Tensor, cell: Tensor, pbc: Tensor, batch: Tensor,
                 velocities: Tensor) -> Dict[str, Tensor]:

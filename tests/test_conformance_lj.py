@@ -2,13 +2,15 @@
 
 This proves the suite is sound both ways: correct models pass it, and
 deliberately broken ones (forces off by 1 % or by a sign, a rotation- or
-parity-breaking term, an energy jump at the cutoff, ...) fail the right test.
+parity-breaking term, an energy jump at the cutoff, a fragment that feels the
+size of its system, a lone atom off its reference, ...) fail the right test.
+A pair potential's lone atom has zero energy, the suite's default reference.
 """
 
 import pytest
 import torch
 
-from conformance import ModelConformance
+from engine_conformance import MLMDModelConformance
 from reference_potentials import LennardJonesPotential
 
 SPECIES = [1, 6, 8, 29]
@@ -18,7 +20,7 @@ def lennard_jones():
     return LennardJonesPotential(SPECIES, sigma=1.5, epsilon=0.2, cutoff=5.0)
 
 
-class TestLennardJonesConformance(ModelConformance):
+class TestLennardJonesConformance(MLMDModelConformance):
     """The shifted LJ of ``reference_potentials`` (ASE ``LennardJones(smooth=False)``)."""
 
     species = SPECIES
@@ -51,7 +53,7 @@ class SmoothLennardJones(LennardJonesPotential):
         return energies.index_add(0, edge_index[0], 0.5 * (lj - shift) * switch)
 
 
-class TestSmoothLennardJonesConformance(ModelConformance):
+class TestSmoothLennardJonesConformance(MLMDModelConformance):
     species = SPECIES
 
     def make_model(self):
@@ -120,6 +122,39 @@ class UnshiftedLennardJones(LennardJonesPotential):
         return energies.index_add(0, edge_index[0], 0.5 * pair)
 
 
+class SizeDependentLennardJones(LennardJonesPotential):
+    """Adds ``1e-3 N`` eV to every atom, ``N`` the atoms of its system: fine in a batch, but two distant
+    molecules no longer add up (a global, non-local term)."""
+
+    def atomic_energies(self, positions, species, edge_index, edge_vectors, batch):
+        energies = super().atomic_energies(positions, species, edge_index, edge_vectors, batch)
+        return energies + 1e-3 * torch.bincount(batch)[batch].to(positions.dtype)
+
+
+class OffsetLennardJones(LennardJonesPotential):
+    """Adds 0.1 eV to every atom: a lone atom is off its (zero) reference energy."""
+
+    def atomic_energies(self, positions, species, edge_index, edge_vectors, batch):
+        return super().atomic_energies(positions, species, edge_index, edge_vectors, batch) + 0.1
+
+
+class MeanPairLennardJones(LennardJonesPotential):
+    """Per-atom energy as the mean, not the sum, of its pair terms times 4: 0/0 = NaN without neighbours."""
+
+    def atomic_energies(self, positions, species, edge_index, edge_vectors, batch):
+        energies = super().atomic_energies(positions, species, edge_index, edge_vectors, batch)
+        count = torch.zeros_like(energies).index_add(0, edge_index[0], torch.ones_like(edge_vectors[:, 0]))
+        return 4 * energies / count
+
+
+class FieldLennardJones(LennardJonesPotential):
+    """Adds ``0.01 x_i`` eV (an external field along x): a force on an atom without neighbours."""
+
+    def atomic_energies(self, positions, species, edge_index, edge_vectors, batch):
+        energies = super().atomic_energies(positions, species, edge_index, edge_vectors, batch)
+        return energies + 0.01 * positions[:, 0]
+
+
 def _double(model):
     return model.double().eval()
 
@@ -143,6 +178,14 @@ BROKEN = [
      "test_energy_continuous_at_cutoff", {}),
     ("force jump at the cutoff", lambda: _double(lennard_jones()),
      "test_force_vanishes_at_cutoff", {}),
+    ("a fragment feels its system's size", lambda: _double(SizeDependentLennardJones(SPECIES, 1.5, 0.2)),
+     "test_distant_molecules_add_up", {}),
+    ("lone atom off its reference energy", lambda: _double(OffsetLennardJones(SPECIES, 1.5, 0.2)),
+     "test_lone_atom_returns_its_reference_energy", {}),
+    ("NaN for an atom without neighbours", lambda: _double(MeanPairLennardJones(SPECIES, 1.5, 0.2)),
+     "test_atom_without_neighbours_in_a_structure", {}),
+    ("force on an atom without neighbours", lambda: _double(FieldLennardJones(SPECIES, 1.5, 0.2)),
+     "test_atom_without_neighbours_in_a_structure", {}),
 ]
 
 
@@ -158,6 +201,19 @@ def test_suite_catches_a_broken_model(make, test, kwargs):
             arguments[name] = value
     with pytest.raises(AssertionError):
         method(**arguments)
+
+
+@pytest.mark.parametrize("make, test", [
+    (lambda: SizeDependentLennardJones(SPECIES, 1.5, 0.2), "test_batch_equals_one_by_one"),
+    (lambda: OffsetLennardJones(SPECIES, 1.5, 0.2), "test_distant_molecules_add_up"),
+    (lambda: MeanPairLennardJones(SPECIES, 1.5, 0.2), "test_distant_molecules_add_up"),
+], ids=["size-dependent in a batch", "offset fragments", "mean-pair fragments"])
+def test_locality_controls_break_only_their_property(make, test):
+    """Each locality control passes the tests it is not meant to break (so the new tests catch something
+    the rest of the suite misses): a size-dependent term survives batching; an offset or a 0/0 survive
+    two distant molecules."""
+    suite = TestSmoothLennardJonesConformance()
+    getattr(suite, test)(_double(make()), torch.float64)
 
 
 def test_chiral_model_is_still_rotation_invariant():

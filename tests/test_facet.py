@@ -4,29 +4,29 @@ import pytest
 import torch
 from e3nn import o3
 
-from conformance import RTOL, ModelConformance
+from engine_conformance import LearnedBaselineConformance
+from potentials.testing import RTOL
 from potentials import FAMILIES
 from potentials.facet import (MIXING_EQUIVARIANCE_BOUND, GauntMessage, SphereGridMixing, mixing_resolution,
                               to_channel_layout, to_irreps_layout)
-from potentials.gaunt import quadrature_grid_matrices, GauntTensorProduct
+from potentials.blocks.gaunt import quadrature_grid_matrices, GauntTensorProduct
 
 # Whole-model rotation tolerance: the mixing layer's bound carried through two layers and the readout,
 # measured <= 3e-4 of max |E|, |F| on these systems (untrained weights, 8 channels).
 FACET_ROTATION_RTOL = {torch.float32: RTOL[torch.float32], torch.float64: 1e-6}
 
 
-class TestFacetGauntConformance(ModelConformance):
+class FacetConformance(LearnedBaselineConformance):
     species = [1, 6, 8, 29]
     rotation_rtol = FACET_ROTATION_RTOL
 
+
+class TestFacetGauntConformance(FacetConformance):
     def make_model(self):
         return FAMILIES["facet"](self.species, cutoff=5.0, channels=8, lmax=2, num_layers=3, tensor_product="gaunt")
 
 
-class TestFacetClebschGordanConformance(ModelConformance):
-    species = [1, 6, 8, 29]
-    rotation_rtol = FACET_ROTATION_RTOL
-
+class TestFacetClebschGordanConformance(FacetConformance):
     def make_model(self):
         return FAMILIES["facet"](self.species, cutoff=5.0, channels=8, lmax=2, num_layers=3,
                                  tensor_product=["gaunt", "cg", "cg"])
@@ -117,7 +117,7 @@ def test_bad_hyperparameters_are_clear_errors():
 def test_trained_weights_load_into_a_finer_mixing_grid():
     """Grid matrices are not weights: a model with a finer mixing grid takes the same state dict
     (strict) and is closer to rotation invariant while its energy barely moves."""
-    from conformance import evaluate, random_rotation, transformed, SYSTEMS
+    from potentials.testing import evaluate, random_rotation, transformed, SYSTEMS
 
     torch.manual_seed(3)
     coarse = FAMILIES["facet"]([1, 6, 8], channels=8, num_layers=2).double().eval()

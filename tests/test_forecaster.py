@@ -1,9 +1,10 @@
-"""The ``forecaster`` family: symmetry, batching, periodic images, conservation laws, TorchScript,
-export/load, reference trajectories, training pairs and ``mlmd train`` on them.
+"""The ``forecaster`` family: the forecaster conformance suite (symmetry, batching, periodic images,
+float32/float64, TorchScript), conservation laws, export/load, reference trajectories, training pairs and
+``mlmd train`` on them.
 
 Symmetry checks hold for any weights, so an untrained model is used (its prior coefficients
 and scales set away from 0 and 1 so that every term contributes). Tolerances as in
-``conformance.py``: ``RTOL[dtype]`` of the largest output.
+:mod:`potentials.testing`: ``RTOL[dtype]`` of the largest output.
 """
 
 import copy
@@ -14,9 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from conformance import DTYPES, RTOL, SYSTEMS, assert_close, random_rotation, relabel, transformed
 from potentials import FAMILIES
 from potentials.forecaster import ConservationLayer
+from potentials.testing import (DTYPES, RTOL, SYSTEMS, ForecasterConformance, assert_close, assert_forecasts_close,
+                                forecast, relabel, velocities_of)
 
 SPECIES = [1, 6, 8, 29]
 MASSES = [1.008, 12.011, 15.999, 63.546]
@@ -42,6 +44,16 @@ def make_model(**changes):
         return FAMILIES["forecaster"](**settings)
 
 
+class TestForecasterConformance(ForecasterConformance):
+    """Rotation, reflection, translation, permutation, batching, supercell, float32 vs float64, TorchScript,
+    a plain TorchScript file, unknown elements (mlmd's model file: ``test_export_and_load_round_trip`` below)."""
+
+    species = SPECIES
+
+    def make_model(self):
+        return make_model()
+
+
 @pytest.fixture(scope="module")
 def models():
     base = make_model()
@@ -60,82 +72,6 @@ def model(models, dtype):
 
 def system(name):
     return relabel(SYSTEMS[name](), SPECIES)
-
-
-def velocities_of(atoms, seed=0, drift=True):
-    """Random velocities (Å/fs, ~300 K scale) with a net momentum and angular momentum."""
-    v = 0.01 * np.random.default_rng(seed).normal(size=(len(atoms), 3))
-    return v + (0.003 if drift else 0.0)
-
-
-def forecast(model, systems, velocities, dtype):
-    """Run ``model`` on one batch; outputs as float64 arrays."""
-    positions = torch.tensor(np.concatenate([a.positions for a in systems]), dtype=dtype)
-    numbers = torch.tensor(np.concatenate([a.numbers for a in systems]), dtype=torch.int64)
-    cell = torch.tensor(np.stack([a.cell.array for a in systems]), dtype=dtype)
-    pbc = torch.tensor(np.stack([a.pbc for a in systems]), dtype=torch.bool)
-    batch = torch.cat([torch.full((len(a),), i, dtype=torch.int64) for i, a in enumerate(systems)])
-    v = torch.tensor(np.concatenate(velocities), dtype=dtype)
-    out = model(positions, numbers, cell, pbc, batch, v)
-    return {key: value.detach().to(torch.float64).numpy() for key, value in out.items()}
-
-
-def assert_forecasts_close(actual, expected, rtol, what):
-    for key in ("displacement", "velocities"):
-        assert_close(actual[key], expected[key], rtol, f"{what}: {key}")
-
-
-# ----------------------------------------------------------------------------- symmetry
-
-
-@pytest.mark.parametrize("name", ["molecule", "crystal", "slab"])
-@pytest.mark.parametrize("proper", [True, False], ids=["rotation", "reflection"])
-def test_rotation_and_reflection(model, dtype, name, proper):
-    """Rotating (or reflecting) positions, velocities and cell rotates both vector outputs."""
-    atoms = system(name)
-    v = velocities_of(atoms)
-    rotation = random_rotation(7, proper)
-    reference = forecast(model, [atoms], [v], dtype)
-    rotated = forecast(model, [transformed(atoms, rotation)], [v @ rotation.T], dtype)
-    assert np.abs(reference["displacement"]).max() > 1e-3
-    expected = {key: value @ rotation.T for key, value in reference.items()}
-    assert_forecasts_close(rotated, expected, RTOL[dtype], f"{name} rotated")
-
-
-@pytest.mark.parametrize("name", ["molecule", "crystal"])
-def test_translation_and_permutation(model, dtype, name):
-    atoms = system(name)
-    v = velocities_of(atoms)
-    reference = forecast(model, [atoms], [v], dtype)
-    shifted = forecast(model, [transformed(atoms, np.eye(3), np.array([3.1, -7.2, 0.4]))], [v], dtype)
-    assert_forecasts_close(shifted, reference, RTOL[dtype], f"{name} translated")
-    order = np.random.default_rng(3).permutation(len(atoms))
-    permuted = forecast(model, [atoms[order]], [v[order]], dtype)
-    assert_forecasts_close(permuted, {k: x[order] for k, x in reference.items()}, RTOL[dtype], f"{name} permuted")
-
-
-def test_batch_equals_one_by_one(model, dtype):
-    names = ["molecule", "copper", "cluster", "crystal", "slab", "small"]
-    systems = [system(n) for n in names]
-    velocities = [velocities_of(a, seed=k) for k, a in enumerate(systems)]
-    together = forecast(model, systems, velocities, dtype)
-    start = 0
-    for name, atoms, v in zip(names, systems, velocities):
-        alone = forecast(model, [atoms], [v], dtype)
-        part = {k: x[start:start + len(atoms)] for k, x in together.items()}
-        assert_forecasts_close(part, alone, RTOL[dtype], f"{name} in a batch")
-        start += len(atoms)
-
-
-def test_small_cell_equals_supercell(model, dtype):
-    """A cell thinner than the cutoff and its 2x2x2 supercell (velocities tiled): same per-atom outputs."""
-    primitive = system("small")
-    v = velocities_of(primitive)
-    small = forecast(model, [primitive], [v], dtype)
-    large = forecast(model, [primitive.repeat(2)], [np.tile(v, (8, 1))], dtype)
-    n = len(primitive)
-    for key in ("displacement", "velocities"):
-        assert_close(large[key].reshape(8, n, 3), np.tile(small[key], (8, 1, 1)), RTOL[dtype], f"supercell {key}")
 
 
 # ----------------------------------------------------------------------------- conservation
@@ -208,13 +144,6 @@ def test_conservation_layer_on_degenerate_systems():
 # ----------------------------------------------------------------------------- TorchScript, export, errors
 
 
-def test_torchscript_matches_eager(model, dtype):
-    systems = [system("cluster"), system("crystal")]
-    velocities = [velocities_of(a, seed=k) for k, a in enumerate(systems)]
-    assert_forecasts_close(forecast(torch.jit.script(model), systems, velocities, dtype),
-                           forecast(model, systems, velocities, dtype), RTOL[dtype], "TorchScript vs eager")
-
-
 def test_export_and_load_round_trip(model, dtype, tmp_path):
     import mlmd
     from mlmd.errors import MLMDError
@@ -254,14 +183,6 @@ def test_a_potential_has_no_forecast(tmp_path):
         potential.forecast(torch.tensor(atoms.positions), torch.tensor(atoms.numbers), torch.zeros(1, 3, 3),
                            torch.zeros(1, 3, dtype=torch.bool), torch.zeros(len(atoms), dtype=torch.int64),
                            torch.zeros(len(atoms), 3))
-
-
-def test_unknown_element_is_a_clear_error(models):
-    atoms = system("molecule")
-    for z in (7, 200):
-        atoms.numbers[0] = z
-        with pytest.raises(ValueError, match=rf"element \(atomic number {z}\)"):
-            forecast(models[torch.float64], [atoms], [velocities_of(atoms)], torch.float64)
 
 
 def test_config_round_trip_and_bad_arguments():

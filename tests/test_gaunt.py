@@ -5,7 +5,7 @@ import pytest
 import torch
 from e3nn import o3
 
-from potentials.gaunt import GauntTensorProduct, even_paths, grid_resolution
+from potentials.blocks.gaunt import GauntTensorProduct, even_paths, grid_resolution
 
 torch.set_num_threads(1)
 DT = torch.float64

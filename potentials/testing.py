@@ -1,9 +1,11 @@
-"""Conformance suite shared by every model family (the model contract of ``potentials.base``).
+"""Conformance suites of the model contracts, shipped with the package for families from any distribution.
 
-A family gets the whole suite, in float32 and float64, by subclassing
-:class:`ModelConformance` in a ``tests/test_*.py`` file::
+:class:`ModelConformance` checks a potential (the contract of :mod:`potentials.base`),
+:class:`ForecasterConformance` a trajectory forecaster (the contract of
+:mod:`potentials.forecaster`). A family gets a whole suite, in float32 and float64, by
+subclassing it in a pytest module::
 
-    from conformance import ModelConformance
+    from potentials.testing import ModelConformance
     from potentials import FAMILIES
 
     class TestMyFamilyConformance(ModelConformance):
@@ -15,6 +17,9 @@ A known model bug is recorded as ``known_failures = {"test_name": "reason"}``
 (strict xfail). The reference systems (ethanol, a random cluster, rattled
 triclinic copper, a random triclinic crystal, a slab, a 3-atom cell thinner
 than the cutoff) are relabelled onto ``species`` for elements a family lacks.
+Two hooks adapt the suite to a family: :meth:`ModelConformance.reference_energies`
+(the energy of a lone atom) and ``export_and_load`` (the family's model file;
+TorchScript by default). This module needs torch, numpy, ASE and pytest, nothing else.
 
 Tolerances. Comparisons of two evaluations that are equal in exact arithmetic
 (symmetry, batching, periodic images, TorchScript) use a tolerance relative to
@@ -43,9 +48,20 @@ values over the last Å (a force vanishing linearly over 0.01 Å still passes; a
 shifted-only pair potential, whose force jumps at r_c, fails), plus roundoff
 ``16 eps`` of the largest term. Observed margins: every check passes with its
 deviation at most ~7 % of its tolerance (float32) and ~1e-3 (float64).
+
+Locality: fragments ``LOCALITY_GAP = 0.5`` Å beyond the cutoff must add up to
+``RTOL`` of ``sum |E_i|`` (they are equal in exact arithmetic); an atom without
+neighbours must feel no force beyond roundoff (``16 eps`` of the largest force),
+and a lone atom must have its reference energy to ``RTOL`` of the largest
+reference energy (at least 1 eV).
+
+The forecaster suite compares displacements and new velocities with the same
+``RTOL`` relative to the largest component, with velocities of ~0.01 Å/fs
+(:func:`velocities_of`) that carry a net momentum.
 """
 
 import copy
+from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -67,6 +83,7 @@ CUTOFF_DELTAS = (-1.0, -0.7, -0.5, -0.3, -0.2, -0.1, -1e-2, -1e-3, -1e-4, 1e-4, 
 # Roundoff of one small system at nearly one geometry: a few ulps of the largest term.
 ROUNDOFF = {dtype: 16 * torch.finfo(dtype).eps for dtype in DTYPES}
 MIN_FORCE = 1e-4  # eV/Å: the largest force must exceed this, or symmetry tests prove nothing
+LOCALITY_GAP = 0.5  # Å beyond the cutoff: how far apart "separated" fragments and lone atoms are
 
 
 # ----------------------------------------------------------------------------- systems
@@ -208,8 +225,8 @@ def relabel(atoms: Atoms, species: Sequence[int]) -> Atoms:
 
 # ----------------------------------------------------------------------------- the suite
 
-class ModelConformance:
-    """Base class of every family's conformance tests; subclasses set ``species`` and ``make_model``.
+class ConformanceSuite:
+    """Fixtures and settings that both suites share; subclasses set ``species`` and ``make_model``.
 
     Tests take the fixtures ``model`` and ``dtype`` (float32 and float64, the
     same weights), ``models`` (both) and ``system`` names from ``SYSTEMS``. A
@@ -222,13 +239,20 @@ class ModelConformance:
     # Test name -> reason, for a known model bug: the test is marked xfail(strict=True), so it
     # is reported, and fails loudly (XPASS) once the bug is fixed and the entry should go.
     known_failures: Dict[str, str] = {}
-    # Tolerance of the rotation/reflection test, for a family that is equivariant only up to a stated,
-    # documented bound (a sphere-grid nonlinearity); every other comparison keeps RTOL.
-    rotation_rtol: Dict[torch.dtype, float] = RTOL
 
     def make_model(self) -> torch.nn.Module:
         """A fresh model of the family in torch's default dtype; override in the subclass."""
         raise NotImplementedError
+
+    def export_and_load(self, model: torch.nn.Module, dtype: torch.dtype, directory: Path):
+        """Write ``model`` to a file the way the family's engines read it, and load it back.
+
+        The default is a plain TorchScript file; a distribution with its own model
+        format overrides this (and may check the loaded model's metadata here).
+        """
+        path = Path(directory) / "model.pt"
+        torch.jit.save(torch.jit.script(model), str(path))
+        return torch.jit.load(str(path))
 
     # -- fixtures
 
@@ -270,6 +294,50 @@ class ModelConformance:
 
     def system(self, name: str) -> Atoms:
         return relabel(SYSTEMS[name](), self.species)
+
+    def outputs_alone(self, model, atoms: Atoms, dtype: torch.dtype) -> Dict[str, np.ndarray]:
+        """The model's outputs for ``atoms`` alone, as float64 arrays; defined by each suite."""
+        raise NotImplementedError
+
+    def assert_same_as_eager(self, other, model, dtype: torch.dtype, what: str) -> None:
+        """``other`` (compiled or loaded) gives ``model``'s outputs on a batch; defined by each suite."""
+        raise NotImplementedError
+
+    # -- TorchScript, export, errors (both suites)
+
+    def test_torchscript_matches_eager(self, model, dtype):
+        self.assert_same_as_eager(torch.jit.script(model), model, dtype, "TorchScript vs eager")
+
+    def test_export_and_load_round_trip(self, model, dtype, tmp_path):
+        """:meth:`export_and_load` round trip: same species, cutoff and outputs as eager."""
+        loaded = self.export_and_load(model, dtype, tmp_path)
+        assert [int(z) for z in loaded.species] == [int(z) for z in model.species]
+        assert float(loaded.cutoff) == pytest.approx(float(model.cutoff))
+        self.assert_same_as_eager(loaded, model, dtype, "exported vs eager")
+
+    def test_unknown_element_is_a_clear_error(self, model64):
+        atoms = self.system("molecule")
+        unknown = next(z for z in range(1, 119) if z not in set(model64.species))
+        for z in (unknown, 200):
+            atoms.numbers[0] = z
+            with pytest.raises(ValueError, match=rf"element \(atomic number {z}\)"):
+                self.outputs_alone(model64, atoms, torch.float64)
+
+
+class ModelConformance(ConformanceSuite):
+    """The conformance suite of potentials (energy, forces, stress; see the module docstring)."""
+
+    # Tolerance of the rotation/reflection test, for a family that is equivariant only up to a stated,
+    # documented bound (a sphere-grid nonlinearity); every other comparison keeps RTOL.
+    rotation_rtol: Dict[torch.dtype, float] = RTOL
+
+    def reference_energies(self, model: torch.nn.Module) -> Dict[int, float]:
+        """The energy (eV) the family gives a lone atom of each element, with no neighbour within the cutoff.
+
+        A family with per-species reference (one-body) energies returns them here; the
+        default, zero, is right for a pure interaction potential such as a pair potential.
+        """
+        return {int(z): 0.0 for z in self.species}
 
     # -- contract
 
@@ -430,6 +498,74 @@ class ModelConformance:
             assert_close(scan[delta]["forces"], outside["forces"], 1.0, f"force jump at r_c - {-delta}",
                          CUTOFF_FRACTION * size + noise)
 
+    # -- locality: fragments beyond the cutoff, lone atoms
+
+    def _beyond_cutoff(self, model, first: Atoms, second: Atoms) -> Atoms:
+        """``second`` moved along x so that all of it lies ``cutoff + LOCALITY_GAP`` Å beyond ``first``."""
+        moved = second.copy()
+        moved.positions[:, 0] += (first.positions[:, 0].max() - second.positions[:, 0].min()
+                                  + float(model.cutoff) + LOCALITY_GAP)
+        return moved
+
+    def test_distant_molecules_add_up(self, model, dtype):
+        """Two molecules further apart than the cutoff, as one system: ``E = E_A + E_B`` and every atom's
+        force and energy as in its molecule alone."""
+        first = self.system("molecule")
+        second = self._beyond_cutoff(model, first, self.system("cluster"))
+        apart = [evaluate(model, [part], dtype) for part in (first, second)]
+        assert all(np.abs(part["forces"]).max() > MIN_FORCE for part in apart), "forces vanish"
+        expected = {"energy": apart[0]["energy"] + apart[1]["energy"]}
+        for key in ("energies", "forces"):
+            expected[key] = np.concatenate([apart[0][key], apart[1][key]])
+        assert_outputs_close(evaluate(model, [first + second], dtype), expected, RTOL[dtype],
+                             "two molecules beyond the cutoff vs each alone")
+
+    def _lone_atoms(self, model) -> Dict[str, Callable[[int], Atoms]]:
+        """A single atom in open space, in a periodic box wider than the cutoff, and moved elsewhere."""
+        box = np.diag([1.0, 1.1, 1.2]) * (float(model.cutoff) + LOCALITY_GAP)
+        return {
+            "open": lambda z: Atoms(numbers=[z], positions=[[0.3, -1.2, 2.5]]),
+            "moved": lambda z: Atoms(numbers=[z], positions=[[-7.1, 4.4, 0.9]]),
+            "periodic": lambda z: Atoms(numbers=[z], positions=[[0.5, 0.2, 0.7]], cell=box, pbc=True),
+        }
+
+    def test_lone_atom_returns_its_reference_energy(self, model, dtype):
+        """An atom alone (open, moved, or in a periodic box wider than the cutoff) has the energy
+        :meth:`reference_energies` states for its element, and no force."""
+        expected = self.reference_energies(model)
+        scale = max([1.0] + [abs(e) for e in expected.values()])  # eV
+        for z in self.species:
+            for where, make in self._lone_atoms(model).items():
+                out = evaluate(model, [make(int(z))], dtype)
+                assert np.isfinite(out["energy"]).all() and np.isfinite(out["forces"]).all()
+                assert_close(out["energy"], [expected[int(z)]], RTOL[dtype], f"energy of a lone Z={z} ({where})",
+                             scale)
+                # No force scale exists for a lone atom: roundoff of the energy scale per Å.
+                assert_close(out["forces"], 0.0, 1.0, f"force on a lone Z={z} ({where})", ROUNDOFF[dtype] * scale)
+
+    def test_atom_without_neighbours_in_a_structure(self, model, dtype):
+        """An atom beyond the cutoff of a molecule, in the same system (open, and in a periodic box whose
+        images stay beyond it): finite outputs, no force on it, the energy it has alone."""
+        molecule_ = self.system("molecule")
+        z = int(self.species[-1])
+        far = self._beyond_cutoff(model, molecule_, Atoms(numbers=[z], positions=[[0.0, 0.4, -0.3]]))
+        alone = evaluate(model, [far], dtype)
+        open_ = molecule_ + far
+        extent = open_.positions.max(axis=0) - open_.positions.min(axis=0)
+        periodic = open_.copy()
+        periodic.set_cell(np.diag(extent + float(model.cutoff) + LOCALITY_GAP))
+        periodic.pbc = True
+        periodic.positions += 0.5 * LOCALITY_GAP - open_.positions.min(axis=0)
+        for what, structure in (("open", open_), ("periodic", periodic)):
+            out = evaluate(model, [structure], dtype, stress=bool(structure.pbc.all()))
+            assert all(np.isfinite(value).all() for value in out.values()), f"{what}: non-finite outputs"
+            assert np.abs(out["forces"][:-1]).max() > MIN_FORCE, "forces vanish"
+            scale = max(float(np.abs(out["energies"]).sum()), 1.0)
+            assert_close(out["forces"][-1], 0.0, 1.0, f"{what}: force on the atom without neighbours",
+                         ROUNDOFF[dtype] * float(np.abs(out["forces"]).max()))
+            assert_close(out["energies"][-1], alone["energy"][0], RTOL[dtype],
+                         f"{what}: energy of the atom without neighbours vs alone", scale)
+
     # -- batching and periodic images
 
     def test_batch_equals_one_by_one(self, model, dtype):
@@ -485,9 +621,10 @@ class ModelConformance:
         assert np.abs(small["forces"]).max() > MIN_FORCE
         assert_outputs_close(tiled, expected, RTOL[dtype], "2x2x2 supercell vs primitive cell")
 
-    # -- TorchScript and export
+    def outputs_alone(self, model, atoms: Atoms, dtype: torch.dtype) -> Dict[str, np.ndarray]:
+        return evaluate(model, [atoms], dtype)
 
-    def _assert_same_as_eager(self, other, model, dtype, what):
+    def assert_same_as_eager(self, other, model, dtype, what):
         """Batch of an open and a periodic system, then a periodic one with stress (undefined for open ones)."""
         systems = [self.system("cluster"), self.system("crystal")]
         assert_outputs_close(evaluate(other, systems, dtype), evaluate(model, systems, dtype), RTOL[dtype], what)
@@ -495,26 +632,120 @@ class ModelConformance:
         assert_outputs_close(evaluate(other, systems, dtype, stress=True),
                              evaluate(model, systems, dtype, stress=True), RTOL[dtype], what)
 
-    def test_torchscript_matches_eager(self, model, dtype):
-        self._assert_same_as_eager(torch.jit.script(model), model, dtype, "TorchScript vs eager")
 
-    def test_export_and_load_round_trip(self, model, dtype, tmp_path):
-        """``mlmd.model.export_model`` to a file, then ``mlmd.load_model``: same metadata and outputs as eager."""
-        import mlmd
-        from mlmd.model import export_model
+# ----------------------------------------------------------------------------- the forecaster suite
 
-        loaded = mlmd.load_model(export_model(model, tmp_path / "model.pt"))
-        assert loaded.species == [int(z) for z in model.species]
-        assert loaded.cutoff == pytest.approx(float(model.cutoff))
-        assert loaded.dtype == dtype
-        self._assert_same_as_eager(loaded, model, dtype, "exported vs eager")
+MIN_DISPLACEMENT = 1e-3  # Å: the largest displacement must exceed this, or symmetry tests prove nothing
 
-    # -- errors
 
-    def test_unknown_element_is_a_clear_error(self, model64):
-        atoms = self.system("molecule")
-        unknown = next(z for z in range(1, 119) if z not in set(model64.species))
-        for z in (unknown, 200):
-            atoms.numbers[0] = z
-            with pytest.raises(ValueError, match=rf"element \(atomic number {z}\)"):
-                evaluate(model64, [atoms], torch.float64)
+def velocities_of(atoms: Atoms, seed: int = 0, drift: bool = True) -> np.ndarray:
+    """Random velocities (Å/fs, ~300 K scale) with a net momentum (``drift``) and angular momentum."""
+    v = 0.01 * _rng(seed).normal(size=(len(atoms), 3))
+    return v + (0.003 if drift else 0.0)
+
+
+def forecast(model, systems: Sequence[Atoms], velocities: Sequence[np.ndarray], dtype: torch.dtype
+             ) -> Dict[str, np.ndarray]:
+    """Run a forecaster on one batch of ``systems`` with ``velocities`` (Å/fs); outputs as float64 arrays."""
+    positions = torch.tensor(np.concatenate([a.positions for a in systems]), dtype=dtype)
+    numbers = torch.tensor(np.concatenate([a.numbers for a in systems]), dtype=torch.int64)
+    cell = torch.tensor(np.stack([a.cell.array for a in systems]), dtype=dtype)
+    pbc = torch.tensor(np.stack([a.pbc for a in systems]), dtype=torch.bool)
+    batch = torch.cat([torch.full((len(a),), i, dtype=torch.int64) for i, a in enumerate(systems)])
+    v = torch.tensor(np.concatenate(velocities), dtype=dtype)
+    out = model(positions, numbers, cell, pbc, batch, v)
+    return {key: value.detach().to(torch.float64).numpy() for key, value in out.items()}
+
+
+def assert_forecasts_close(actual, expected, rtol: float, what: str) -> None:
+    """Displacements and new velocities agree to ``rtol`` of their largest expected component."""
+    for key in ("displacement", "velocities"):
+        assert_close(actual[key], expected[key], rtol, f"{what}: {key}")
+
+
+class ForecasterConformance(ConformanceSuite):
+    """The conformance suite of trajectory forecasters: ``(x, v) -> (d, v')`` over a fixed interval.
+
+    Rotations and reflections (of positions, velocities and cell) rotate both
+    outputs; translations change nothing; permutations permute them; a batch
+    equals its systems one by one; a thin periodic cell equals its supercell;
+    float32 agrees with float64; TorchScript and the exported file agree with
+    eager; an unknown element is a clear error.
+    """
+
+    @pytest.mark.parametrize("name", ["molecule", "crystal"])
+    def test_outputs_follow_the_contract(self, model, dtype, name):
+        """``displacement`` and ``velocities`` are finite ``[N,3]`` arrays of the input dtype, not all zero."""
+        atoms = self.system(name)
+        out = model(torch.tensor(atoms.positions, dtype=dtype), torch.tensor(atoms.numbers),
+                    torch.tensor(atoms.cell.array, dtype=dtype)[None], torch.tensor(atoms.pbc)[None],
+                    torch.zeros(len(atoms), dtype=torch.int64), torch.tensor(velocities_of(atoms), dtype=dtype))
+        for key in ("displacement", "velocities"):
+            assert out[key].shape == (len(atoms), 3) and out[key].dtype == dtype, key
+            assert bool(torch.isfinite(out[key]).all()), key
+        assert float(out["displacement"].abs().max()) > MIN_DISPLACEMENT, "displacements vanish"
+
+    @pytest.mark.parametrize("name", ["molecule", "crystal", "slab"])
+    @pytest.mark.parametrize("proper", [True, False], ids=["rotation", "reflection"])
+    def test_rotation_and_reflection(self, model, dtype, name, proper):
+        """Rotating (or reflecting) positions, velocities and cell rotates both vector outputs."""
+        atoms = self.system(name)
+        v = velocities_of(atoms)
+        rotation = random_rotation(7, proper)
+        reference = forecast(model, [atoms], [v], dtype)
+        rotated = forecast(model, [transformed(atoms, rotation)], [v @ rotation.T], dtype)
+        assert np.abs(reference["displacement"]).max() > MIN_DISPLACEMENT
+        expected = {key: value @ rotation.T for key, value in reference.items()}
+        assert_forecasts_close(rotated, expected, RTOL[dtype], f"{name} rotated")
+
+    @pytest.mark.parametrize("name", ["molecule", "crystal"])
+    def test_translation_and_permutation(self, model, dtype, name):
+        """Translating changes nothing; permuting the atoms permutes both outputs."""
+        atoms = self.system(name)
+        v = velocities_of(atoms)
+        reference = forecast(model, [atoms], [v], dtype)
+        shifted = forecast(model, [transformed(atoms, np.eye(3), np.array([3.1, -7.2, 0.4]))], [v], dtype)
+        assert_forecasts_close(shifted, reference, RTOL[dtype], f"{name} translated")
+        order = _rng(3).permutation(len(atoms))
+        permuted = forecast(model, [atoms[order]], [v[order]], dtype)
+        assert_forecasts_close(permuted, {k: x[order] for k, x in reference.items()}, RTOL[dtype], f"{name} permuted")
+
+    def test_batch_equals_one_by_one(self, model, dtype):
+        names = ["molecule", "copper", "cluster", "crystal", "slab", "small"]
+        systems = [self.system(n) for n in names]
+        velocities = [velocities_of(a, seed=k) for k, a in enumerate(systems)]
+        together = forecast(model, systems, velocities, dtype)
+        start = 0
+        for name, atoms, v in zip(names, systems, velocities):
+            alone = forecast(model, [atoms], [v], dtype)
+            part = {k: x[start:start + len(atoms)] for k, x in together.items()}
+            assert_forecasts_close(part, alone, RTOL[dtype], f"{name} in a batch")
+            start += len(atoms)
+
+    def test_small_cell_equals_supercell(self, model, dtype):
+        """A cell thinner than the cutoff and its 2x2x2 supercell (velocities tiled): same per-atom outputs."""
+        primitive = self.system("small")
+        v = velocities_of(primitive)
+        small = forecast(model, [primitive], [v], dtype)
+        large = forecast(model, [primitive.repeat(2)], [np.tile(v, (8, 1))], dtype)
+        n = len(primitive)
+        for key in ("displacement", "velocities"):
+            assert_close(large[key].reshape(8, n, 3), np.tile(small[key], (8, 1, 1)), RTOL[dtype], f"supercell {key}")
+
+    @pytest.mark.parametrize("name", ["molecule", "crystal"])
+    def test_float32_matches_float64(self, models, name):
+        """The float32 model (same weights) agrees with float64 to ``F32_VS_F64_RTOL``."""
+        atoms = self.system(name)
+        v = velocities_of(atoms)
+        assert_forecasts_close(forecast(models[torch.float32], [atoms], [v], torch.float32),
+                               forecast(models[torch.float64], [atoms], [v], torch.float64), F32_VS_F64_RTOL,
+                               "float32 vs float64")
+
+    def outputs_alone(self, model, atoms: Atoms, dtype: torch.dtype) -> Dict[str, np.ndarray]:
+        return forecast(model, [atoms], [velocities_of(atoms)], dtype)
+
+    def assert_same_as_eager(self, other, model, dtype, what):
+        systems = [self.system("cluster"), self.system("crystal")]
+        velocities = [velocities_of(a, seed=k) for k, a in enumerate(systems)]
+        assert_forecasts_close(forecast(other, systems, velocities, dtype), forecast(model, systems, velocities, dtype),
+                               RTOL[dtype], what)
