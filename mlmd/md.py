@@ -48,7 +48,6 @@ written next to the log (``md.csv`` -> ``md.png``).
 """
 
 import math
-from pathlib import Path
 from typing import Optional
 
 from .cli import Command
@@ -179,7 +178,7 @@ def run(structure, model=None, calculator=None, *, engine: str = "torch", integr
              "friction_per_ps": float(friction_per_ps), "seed": int(seed)}
     outputs = RunOutputs(atoms, replicas, LOG_HEADER, RESTART_FORMAT, log=log, trajectory=trajectory,
                          restart_file=restart_file, restart=restart_data, extra=extra,
-                         state_file=state_file or _default_state_file(restart_file, log, trajectory, structure),
+                         state_file=state_file or default_state_file(restart_file, log, trajectory, structure),
                          plot_temperature_K=float(temperature_K) if plot else None)
     driver = Driver(simulation, outputs, guards, total_steps=steps, stride=stride, restart_every=restart_every,
                     timestep_fs=timestep_fs, time_of=lambda step: origin_fs + (step - origin_step) * timestep_fs,
@@ -187,13 +186,6 @@ def run(structure, model=None, calculator=None, *, engine: str = "torch", integr
     for function, interval in observers:
         driver.attach(function, interval)
     return driver.run()
-
-
-def _default_state_file(restart_file, log, trajectory, structure) -> Optional[Path]:
-    """Where the last good state goes: beside the run's files; nowhere when the run writes no files."""
-    if restart_file is None and log is None and trajectory is None:
-        return None
-    return default_state_file(restart_file, log, trajectory, structure)
 
 
 def _free_atoms(atoms) -> int:

@@ -10,6 +10,11 @@ as ``mlmd md`` runs them); timings are medians over ``--repeats`` timed calls af
 (b) ethanol, 1, 8 and 64 replicas in one batch (mlmd's BAOAB): atom-steps per second.
 (c) one ethanol through ase.md.langevin.Langevin with MLMDCalculator, and through OpenMM's
     LangevinMiddleIntegrator with the model as a TorchForce (CPU platform, CUDA with --device cuda).
+(d) the carried (Verlet, skin) neighbour list before/after: BAOAB MD steps of untrained equivariant,
+    facet and spline models on ethanol and 256-atom Cu (``--cu2048`` adds 2,048 atoms) with a fresh
+    list at every call (skin 0, before) and with the list carried between steps (skin 1 Å, after):
+    ms per step, neighbour-list builds per step, the speed-up, and each family's speed over the
+    equivariant model's.
 
     python scripts/benchmark_md.py --device cpu --repeats 5 --threads 1
 """
@@ -30,7 +35,8 @@ import potentials
 from integrators import INTEGRATORS
 from integrators.state import init_state, maxwell_boltzmann_velocities
 from mlmd import MLMDCalculator
-from mlmd.constants import AMU_A2_PER_FS2_EV, FS_PS, KB_EV_PER_K
+from mlmd.constants import FS_PS, KB_EV_PER_K
+from mlmd.dynamics import replicate
 from mlmd.model import export_model, load_model
 
 TIMESTEP_FS, TEMPERATURE_K, FRICTION_PER_PS = 0.5, 300.0, 1.0
@@ -59,22 +65,12 @@ def exported(species, folder: Path, device: str):
 
 
 def replica_state(atoms, replicas: int, model, device: str):
-    """A BAOAB-ready batch of ``replicas`` copies of ``atoms`` and its energy/forces callable."""
-    n = len(atoms)
-
-    def energy_forces(positions, atomic_numbers, cell, pbc, batch):
-        return model(positions, atomic_numbers, cell, pbc, batch, True, False)
-
-    tensor = lambda array, dtype=torch.float64: torch.as_tensor(np.array(array), dtype=dtype, device=device)
-    state = init_state(
-        energy_forces, tensor(np.tile(atoms.positions, (replicas, 1))),
-        tensor(np.tile(atoms.get_masses(), replicas) * AMU_A2_PER_FS2_EV),
-        tensor(np.tile(atoms.numbers, replicas), torch.int64),
-        tensor(np.broadcast_to(atoms.cell.array, (replicas, 3, 3))),
-        tensor(np.broadcast_to(atoms.pbc, (replicas, 3)), torch.bool),
-        torch.arange(replicas, device=device).repeat_interleave(n),
-        kT=KB_EV_PER_K * TEMPERATURE_K, friction=FRICTION_PER_PS * FS_PS, seeds=torch.arange(replicas))
-    return state.replace(velocities=maxwell_boltzmann_velocities(state)), energy_forces
+    """A BAOAB-ready batch of ``replicas`` copies of ``atoms`` and its energy/forces callable
+    (:meth:`mlmd.model.Model.energy_forces`, which carries the model's neighbour list between calls)."""
+    system = replicate(atoms, replicas, seed=0, device=device)
+    state = init_state(model.energy_forces, system.positions, kT=KB_EV_PER_K * TEMPERATURE_K,
+                       friction=FRICTION_PER_PS * FS_PS, **system.arguments())
+    return state.replace(velocities=maxwell_boltzmann_velocities(state)), model.energy_forces
 
 
 def _stepper(step, state, energy_forces, chunk: int):
@@ -157,21 +153,62 @@ def engines(args, ethanol, model, model_path, sync):
         print(f"    {name:48s} {per_step * 1e3:8.2f} ms/step  {len(ethanol) / per_step:10.0f} atom-steps/s")
 
 
+def skin(args, folder, sync):
+    systems = {"ethanol": molecule("CH3CH2OH"), "Cu 256": bulk("Cu", "fcc", a=3.61, cubic=True).repeat(4)}
+    if args.cu2048:
+        systems["Cu 2048"] = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(8)
+    steps = {"ethanol": args.chunk, "Cu 256": max(args.chunk // 4, 2), "Cu 2048": 2}
+    baoab = INTEGRATORS["baoab"]
+    print(f"(d) carried neighbour list: BAOAB steps, fresh list (skin 0) vs carried (skin {args.skin} Å), "
+          f"{args.device}")
+    per_step = {}
+    for system, atoms in systems.items():
+        atoms = atoms.copy()
+        atoms.rattle(0.05, seed=0)
+        calls, models = {}, {}
+        for family in ("equivariant", "facet", "spline"):
+            torch.manual_seed(0)
+            path = folder / f"{family}.pt"
+            export_model(potentials.FAMILIES[family](species=[1, 6, 8, 29], cutoff=5.0), path)
+            for label, skin_A in (("before", 0.0), ("after", args.skin)):
+                model = load_model(path, device=args.device, skin_A=skin_A)
+                state, energy_forces = replica_state(atoms, 1, model, args.device)
+                calls[(family, label)] = _stepper(baoab, state, energy_forces, steps[system])
+                models[(family, label)] = model
+        seconds = median_seconds(calls, args.repeats, 1, sync)
+        for key, model in models.items():
+            builds = model.neighbors.builds / max(model.neighbors.calls, 1) if model.neighbors is not None else 1.0
+            per_step[(system, *key)] = (seconds[key] / steps[system], builds)
+        for family in ("equivariant", "facet", "spline"):
+            before, after = per_step[(system, family, "before")], per_step[(system, family, "after")]
+            equivariant = per_step[(system, "equivariant", "after")][0]
+            print(f"    {system:8s} {family:12s} before {before[0] * 1e3:9.2f} ms/step   after "
+                  f"{after[0] * 1e3:9.2f} ms/step ({after[1]:.3f} builds/step)   speed-up {before[0] / after[0]:5.2f}x"
+                  f"   vs equivariant {equivariant / after[0]:6.2f}x")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per measurement (median)")
     parser.add_argument("--chunk", type=int, default=20, help="steps per timed call in (b) and (c)")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--skin", type=float, default=1.0, help="skin (Å) of the carried list in (d)")
+    parser.add_argument("--cu2048", action="store_true", help="(d) also on 2,048 Cu atoms (slow)")
+    parser.add_argument("--only", choices=("a", "b", "c", "d"), help="run one part only")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
     with tempfile.TemporaryDirectory() as folder:
-        overhead(args, Path(folder), sync)
-        ethanol, model, path = batched(args, Path(folder), sync)
-        engines(args, ethanol, model, path, sync)
+        if args.only in (None, "a"):
+            overhead(args, Path(folder), sync)
+        if args.only in (None, "b", "c"):
+            ethanol, model, path = batched(args, Path(folder), sync)
+            engines(args, ethanol, model, path, sync)
+        if args.only in (None, "d"):
+            skin(args, Path(folder), sync)
 
 
 if __name__ == "__main__":

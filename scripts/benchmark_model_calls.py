@@ -4,7 +4,10 @@ Every model is compiled with TorchScript and called on ethanol (9 atoms, open
 boundaries) and on rattled fcc copper cells (4x4x4 = 256 atoms, optionally
 8x8x8 = 2048); the models alternate within each of ``--rounds`` rounds and the
 median per call is printed, with the ratio to the first model. Weights do not
-change the cost, so untrained models suffice.
+change the cost, so untrained models suffice. Each model is timed twice: building
+a fresh neighbour list inside the call ("before"), and with the list carried
+between calls (``potentials.neighbors.VerletList`` with a 1 Å skin, between
+rebuilds: "after", what MD steps cost once the list is reused).
 
     python scripts/benchmark_model_calls.py --threads 1 [--rounds 5] [--cu2048]
 """
@@ -17,6 +20,7 @@ import torch
 from ase.build import bulk, molecule
 
 from potentials import FAMILIES
+from potentials.neighbors import VerletList
 
 SPECIES = [1, 6, 8, 29]
 VARIANTS = {
@@ -53,31 +57,45 @@ def main() -> int:
     if args.cu2048:
         systems["cu2048"] = (inputs(copper(8)), 1)
     torch.manual_seed(0)
-    models = {name: torch.jit.script(FAMILIES[family](SPECIES, **kwargs).eval())
-              for name, (family, kwargs) in VARIANTS.items()}
+    scripted = {name: torch.jit.script(FAMILIES[family](SPECIES, **kwargs).eval())
+                for name, (family, kwargs) in VARIANTS.items()}
+    carried = {}
+    for system, (system_inputs, _) in systems.items():
+        positions, _, cell, pbc, batch = system_inputs
+        carried[system] = VerletList(5.0, 1.0)(positions, cell, pbc, batch)
+    models = {}
+    for name, model in scripted.items():
+        models[f"{name}, before"] = lambda system, model=model: model(*systems[system][0])
+        models[f"{name}, after"] = lambda system, model=model: model(*systems[system][0], True, False,
+                                                                    *carried[system])
     times = {name: {system: [] for system in systems} for name in models}
-    for name, model in models.items():  # warm-up: TorchScript optimises on the first calls
-        for system_inputs, _ in systems.values():
+    for name, call in models.items():  # warm-up: TorchScript optimises on the first calls
+        for system in systems:
             for _ in range(3):
-                model(*system_inputs)
+                call(system)
     for _ in range(args.rounds):
-        for name, model in models.items():
-            for system, (system_inputs, calls) in systems.items():
+        for name, call in models.items():
+            for system, (_, calls) in systems.items():
                 start = time.perf_counter()
                 for _ in range(calls):
-                    model(*system_inputs)
+                    call(system)
                 times[name][system].append((time.perf_counter() - start) / calls)
     first = next(iter(models))
     print(f"median ms per energy+forces call, {args.threads} thread(s), {args.rounds} rounds; (x) = speed-up "
           f"over {first!r}")
-    print(f"{'model':24s}" + "".join(f"{system:>20s}" for system in systems))
+    print(f"{'model':32s}" + "".join(f"{system:>20s}" for system in systems))
     for name in models:
         cells = []
         for system in systems:
             median = statistics.median(times[name][system])
             speedup = statistics.median(times[first][system]) / median
             cells.append(f"{median * 1e3:10.2f} ({speedup:5.2f}x)")
-        print(f"{name:24s}" + "".join(f"{c:>20s}" for c in cells))
+        print(f"{name:32s}" + "".join(f"{c:>20s}" for c in cells))
+    print("after/before speed-up per model:")
+    for name in scripted:
+        median = lambda label, system: statistics.median(times[f"{name}, {label}"][system])
+        ratios = [median("before", system) / median("after", system) for system in systems]
+        print(f"{name:32s}" + "".join(f"{ratio:19.2f}x" for ratio in ratios))
     return 0
 
 

@@ -55,13 +55,15 @@ def default_restart_file(log: Optional[PathLike], trajectory: Optional[PathLike]
     return Path(Path(structure).name).with_suffix(".restart")
 
 
-def default_state_file(restart_file, log, trajectory, structure) -> Path:
-    """``NAME.last_good.xyz`` beside the restart file, log or trajectory, else the structure's name here."""
+def default_state_file(restart_file, log, trajectory, structure) -> Optional[Path]:
+    """``NAME.last_good.xyz`` beside the restart file, log or trajectory, else the structure file's name
+    here; None for a structure given as Atoms to a run that writes no files."""
     for candidate in (restart_file, log, trajectory):
         if candidate is not None:
             return Path(candidate).with_suffix(".last_good.xyz")
-    name = Path(structure).stem if isinstance(structure, (str, Path)) else "run"
-    return Path(f"{name}.last_good.xyz")
+    if isinstance(structure, (str, Path)):
+        return Path(f"{Path(structure).stem}.last_good.xyz")
+    return None
 
 
 __all__ = ["DEFAULT_MAX_ENERGY_JUMP_EV_PER_ATOM", "DEFAULT_MIN_DISTANCE_A", "Driver", "ENGINES", "Engine",
