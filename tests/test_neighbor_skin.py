@@ -100,3 +100,45 @@ def test_scripted_verlet_list_keeps_its_state():
     for _ in range(5):
         scripted(positions + 0.01, cell, pbc, batch)
     assert scripted.builds == 1 and scripted.calls == 5
+
+
+def test_engines_carry_the_list_and_agree_with_fresh_lists(liquid_frames, lj_model):
+    """ASE calculator, OpenMM TorchForce and PythonForce over the diffusing liquid: the default (carried
+    list) equals a model loaded with skin 0 (a fresh list per call) at every frame."""
+    import openmm
+
+    from mlmd import MLMDCalculator
+    from mlmd.openmm import create_system, topology_from_atoms
+
+    atoms, frames = liquid_frames
+    frames = frames[::3]
+    fresh = load_model(lj_model, skin_A=0.0)
+    calculators = [MLMDCalculator(lj_model), MLMDCalculator(fresh)]
+    topology, _ = topology_from_atoms(atoms)
+    _, rotation = atoms.cell.standard_form()  # OpenMM's reduced box frame
+    contexts = {}
+    for backend in ("torch", "python"):
+        for label, model in (("carried", lj_model), ("fresh", fresh)):
+            system = create_system(topology, model, backend=backend)
+            contexts[backend, label] = openmm.Context(system, openmm.VerletIntegrator(0.001),
+                                                      openmm.Platform.getPlatformByName("Reference"))
+    for positions in frames:
+        results = []
+        for calculator in calculators:
+            copy = atoms.copy()
+            copy.positions = positions
+            copy.calc = calculator
+            results.append((copy.get_potential_energy(), copy.get_forces()))
+        np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-10)
+        np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-9, atol=1e-11)
+        for backend in ("torch", "python"):
+            states = []
+            for label in ("carried", "fresh"):
+                context = contexts[backend, label]
+                context.setPositions(positions @ np.asarray(rotation).T * 0.1)
+                states.append(context.getState(getEnergy=True, getForces=True))
+            energies = [state.getPotentialEnergy()._value for state in states]
+            forces = [state.getForces(asNumpy=True)._value for state in states]
+            np.testing.assert_allclose(energies[0], energies[1], rtol=1e-10)
+            np.testing.assert_allclose(forces[0], forces[1], rtol=1e-9, atol=1e-9)
+    assert calculators[0].model.neighbors.builds < len(frames)
