@@ -34,7 +34,8 @@ from integrators import INTEGRATORS
 from integrators.state import init_state
 
 from ..checks import fixed_atoms_mask
-from ..constants import AMU_A2_PER_FS2_EV, KB_EV_PER_K
+from ..constants import KB_EV_PER_K
+from ..dynamics.system import replicate
 from ..errors import MLMDError
 
 
@@ -95,22 +96,11 @@ class IntegratorDynamics(MolecularDynamics):
 
     def step(self):
         atoms = self.atoms
-        masses = torch.from_numpy(atoms.get_masses() * AMU_A2_PER_FS2_EV)
+        system = replicate(atoms, 1, self.seed, source=type(self).__name__)
         velocities = torch.from_numpy(atoms.get_velocities() * units.fs)  # Å/(ASE time) -> Å/fs
-        state = init_state(
-            self._energy_forces,
-            torch.from_numpy(atoms.get_positions()),
-            masses,
-            torch.from_numpy(atoms.numbers),
-            torch.from_numpy(atoms.cell.array).unsqueeze(0),
-            torch.from_numpy(atoms.pbc).unsqueeze(0),
-            torch.zeros(len(atoms), dtype=torch.int64),
-            kT=KB_EV_PER_K * self.temperature_K,
-            friction=self.friction * units.fs,  # 1/(ASE time) -> 1/fs
-            seeds=self.seed,
-            velocities=velocities,
-            fixed=torch.from_numpy(self.fixed),
-        ).replace(step=self.steps_taken)
+        state = init_state(self._energy_forces, system.positions, kT=KB_EV_PER_K * self.temperature_K,
+                           friction=self.friction * units.fs,  # 1/(ASE time) -> 1/fs
+                           velocities=velocities, **system.arguments()).replace(step=self.steps_taken)
         state = INTEGRATORS[self.scheme](state, self._energy_forces, self.dt / units.fs)
         atoms.set_positions(state.positions.numpy(), apply_constraint=False)
         atoms.set_velocities(state.velocities.numpy() / units.fs)
