@@ -11,6 +11,7 @@ returns a :class:`Model`, which every engine adapter (ASE, OpenMM,
 integrators, saddle search) consumes.
 """
 
+import contextlib
 import json
 import zipfile
 from pathlib import Path
@@ -146,13 +147,22 @@ class Model:
                 f"dtype={self.metadata['dtype']}, path={str(self.path) if self.path else None!r})")
 
 
+def resolve_model_name(source: PathLike) -> PathLike:
+    """``source`` itself, or the shipped model of that name (:func:`pretrained`) when no such file exists
+    and the name is one (``--model ethanol``)."""
+    if Path(source).exists() or not str(source).isidentifier():
+        return source
+    return PRETRAINED_DIRECTORY / f"{source}.pt" if (PRETRAINED_DIRECTORY / f"{source}.pt").is_file() else source
+
+
 def load_model(source: Union[PathLike, Model, torch.nn.Module], device: Union[str, torch.device] = "cpu") -> Model:
-    """Load an exported model file (or wrap an in-memory potential) for use in any engine."""
+    """Load an exported model file, a shipped model by name (``"ethanol"``, see :func:`pretrained`),
+    or wrap an in-memory potential, for use in any engine."""
     if isinstance(source, Model):
         return source.to(device)
     if isinstance(source, torch.nn.Module):
         return Model(source, model_metadata(source)).to(device)
-    path = require_file(source, "model file")
+    path = require_file(resolve_model_name(source), "model file")
     if not zipfile.is_zipfile(path):
         raise InputFileError(
             f"model file {path} is not a TorchScript archive (corrupt, truncated, or another kind of file); "
@@ -193,3 +203,27 @@ def pretrained(name: str) -> Path:
         raise MLMDError(f"no pretrained model named {name!r}; available: {', '.join(available) or 'none'} "
                         "(remake one with scripts/train_pretrained.py)")
     return path
+
+
+# torch CPU threads of every command and run() unless told otherwise; measured with scripts/time_threads.py
+# (README, "Threads"): small systems gain nothing from intra-op threads, and threads on busy cores cost 5-10x.
+DEFAULT_THREADS = 1
+
+
+@contextlib.contextmanager
+def torch_threads(threads: Optional[int] = None):
+    """Run the block with ``threads`` torch CPU threads (None: :data:`DEFAULT_THREADS`), then restore them.
+
+    The one thread policy of ``--threads`` and the ``threads=`` arguments.
+    """
+    wanted = DEFAULT_THREADS if threads is None else threads
+    if isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 1:
+        raise MLMDError(f"--threads must be a whole number >= 1, got {threads!r}")
+    before = torch.get_num_threads()
+    if wanted != before:
+        torch.set_num_threads(wanted)
+    try:
+        yield wanted
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
