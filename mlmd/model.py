@@ -210,15 +210,20 @@ def pretrained(name: str) -> Path:
 DEFAULT_THREADS = 1
 
 
+def check_threads(threads: int) -> int:
+    """``threads`` if it is a whole number >= 1, else a one-line error."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise MLMDError(f"--threads must be a whole number >= 1, got {threads!r}")
+    return threads
+
+
 @contextlib.contextmanager
 def torch_threads(threads: Optional[int] = None):
     """Run the block with ``threads`` torch CPU threads (None: :data:`DEFAULT_THREADS`), then restore them.
 
     The one thread policy of ``--threads`` and the ``threads=`` arguments.
     """
-    wanted = DEFAULT_THREADS if threads is None else threads
-    if isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 1:
-        raise MLMDError(f"--threads must be a whole number >= 1, got {threads!r}")
+    wanted = check_threads(DEFAULT_THREADS if threads is None else threads)
     before = torch.get_num_threads()
     if wanted != before:
         torch.set_num_threads(wanted)

@@ -167,7 +167,14 @@ class RunOutputs:
         self.continued = restart is not None
         self.log = CsvLog(log, self.header, keep_until=None if restart is None else int(restart["step"]))
         keep = int(restart["trajectory_frames"]) if restart is not None else 0
-        self.writer = TrajectoryWriter(trajectory, atoms, replicas, keep) if trajectory is not None else None
+        try:
+            self.writer = TrajectoryWriter(trajectory, atoms, replicas, keep) if trajectory is not None else None
+        except RuntimeError as exc:  # HDF5 refuses a file another process holds open
+            self.log.close()
+            if "lock" not in str(exc).lower():
+                raise
+            raise InputFileError(f"cannot open the trajectory {trajectory}: another process holds it open (HDF5 "
+                                 "file lock); wait for that run to end or stop it, then continue") from None
 
     @property
     def rows(self) -> List[tuple]:
