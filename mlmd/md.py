@@ -187,7 +187,7 @@ def _run_md(structure, model, calculator, engine, steps, stride, restart, restar
     loaded = None
     if model is not None:
         loaded = load_model(model, device="cpu" if engine == "openmm" else settings.device)
-        if loaded.is_forecaster:
+        if loaded.is_forecaster or loaded.family == "forecaster":
             raise MLMDError(f"{model} is a trajectory forecaster, not a potential: it gives no forces for MD; "
                             "run it with `mlmd forecast`, or give a potential model")
         check_atoms(atoms, source="the structure", species=loaded.species)

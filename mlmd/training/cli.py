@@ -24,8 +24,9 @@ def run_train(args) -> int:
         raise MLMDError(f"--epochs must be at least 1, got {args.epochs}")
     config = args.config
     if args.threads is not None:  # the trainer applies training.num_threads; --threads overrides it
+        threads = check_threads(args.threads)
         config = load_config(config)
-        config["training"]["num_threads"] = check_threads(args.threads)
+        config["training"]["num_threads"] = threads
     result = train(config, resume=args.resume, epochs=args.epochs, verbose=not args.quiet,
                    progress=False if args.quiet else None)
     if not args.quiet and int(os.environ.get("RANK", "0")) == 0:
