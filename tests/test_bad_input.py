@@ -241,3 +241,58 @@ def test_one_case_in_a_fresh_interpreter(files):
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 2
     assert done.stderr.strip() == "mlmd saddle: error: unknown --device 'bogus'; use auto, cpu or cuda"
+
+
+def test_a_50_fs_step_stops_with_a_clear_message_and_the_last_good_state(tmp_path, capsys, monkeypatch):
+    """Ethanol with the shipped model at 50 fs per step heats to ~1e5 K within 10 steps (it used to exit 0
+    with a normal summary): the temperature guard stops it, exit 2, and the last good state is on disk."""
+    from ase.build import molecule
+
+    monkeypatch.chdir(tmp_path)
+    write("ethanol.xyz", molecule("CH3CH2OH"))
+    status = main(["md", "ethanol.xyz", "--model", "ethanol", "--timestep", "50", "--steps", "100", "--stride", "10",
+                   "--log", "md.csv", "--trajectory", "md.h5", "--quiet"])
+    error = capsys.readouterr().err.strip()
+    assert status == 2 and "\n" not in error and "Traceback" not in error
+    assert error.startswith("mlmd md: error: the simulation became unstable between steps 0 and 10")
+    assert "above the bound" in error and "--timestep" in error
+    rows = np.loadtxt("md.csv", delimiter=",", skiprows=1, ndmin=2)
+    assert rows[:, 0].tolist() == [0.0]
+    saved = torch.load("md.restart", weights_only=True)
+    assert saved["step"] == 0
+    from ase.io import read
+
+    last_good = read("md.last_good.xyz")
+    np.testing.assert_allclose(last_good.positions, molecule("CH3CH2OH").positions, atol=1e-12)
+
+
+def test_frame_and_velocities_of_a_structure_file_are_used_only_when_asked(files, tmp_path):
+    """A dataset-like file: frame 1 of 2, with stored velocities; they are used only with use_velocities."""
+    frames = [argon(1), argon(2)]
+    stored = np.random.default_rng(0).normal(size=(len(frames[1]), 3)) * 0.02  # Å/(ASE time)
+    for atoms in frames:
+        atoms.set_velocities(stored)
+    write(tmp_path / "dataset.xyz", frames)
+    common = dict(model=files["dir"] / "lj.pt", steps=0, temperature_K=50.0)
+    drawn = mlmd.md.run(tmp_path / "dataset.xyz", frame=1, **common)
+    from ase import units
+
+    np.testing.assert_allclose(drawn.positions[0], frames[1].positions, atol=1e-6)
+    assert not np.allclose(drawn.positions[0], frames[0].positions, atol=1e-3)
+    assert not np.allclose(drawn.velocities[0], 0.0)
+    assert not np.allclose(drawn.velocities[0] / units.fs, stored, atol=1e-3)
+    kept = mlmd.md.run(tmp_path / "dataset.xyz", frame=-1, use_velocities=True, **common)
+    np.testing.assert_allclose(kept.velocities[0] / units.fs, stored, rtol=1e-6)
+
+
+def test_threads_apply_during_the_run_and_are_restored(files):
+    seen = []
+    before = torch.get_num_threads()
+    mlmd.md.run(argon(), model=files["dir"] / "lj.pt", steps=2, stride=1, threads=before + 1,
+                observers=[(lambda: seen.append(torch.get_num_threads()), 1)])
+    assert seen == [before + 1] * 3 and torch.get_num_threads() == before
+    mlmd.md.run(argon(), model=files["dir"] / "lj.pt", steps=1, stride=1,
+                observers=[(lambda: seen.append(torch.get_num_threads()), 1)])
+    from mlmd.model import DEFAULT_THREADS
+
+    assert seen[3:] == [DEFAULT_THREADS] * 2
