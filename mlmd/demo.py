@@ -153,6 +153,7 @@ def _run(args) -> int:
 
 COMMAND = Command(
     name="demo",
+    example="mlmd demo --steps 200",
     help="the main job on embedded defaults: pretrained ethanol MD in ASE, OpenMM and batched torch replicas",
     add_arguments=_add_arguments,
     run=_run,

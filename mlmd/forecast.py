@@ -120,7 +120,7 @@ def _run_forecast(structure, model, *, time, steps, temperature_K, thermostat, t
                   use_velocities) -> RunResult:
     from .checks import check_atoms, fixed_atoms_mask
     from .io import load_structure
-    from .model import load_model
+    from .model import check_device, load_model
 
     if thermostat not in THERMOSTATS:
         raise MLMDError(f"unknown thermostat {thermostat!r}; choose one of {', '.join(THERMOSTATS)}")
@@ -130,6 +130,7 @@ def _run_forecast(structure, model, *, time, steps, temperature_K, thermostat, t
     for name, value in (("temperature_K", temperature_K), ("tau_fs", tau_fs)):
         if not (math.isfinite(value) and value >= (0 if name == "temperature_K" else 1e-300)):
             raise MLMDError(f"{name} must be {'zero or ' if name == 'temperature_K' else ''}positive, got {value}")
+    check_device(device)
     if min_distance_A is not None and not min_distance_A > 0:
         min_distance_A = None  # 0 switches the overlap guard off
     atoms = load_structure(structure, frame, use_velocities, source="the structure")
@@ -237,6 +238,8 @@ def _run(args) -> int:
 
 
 COMMAND = Command(name="forecast", add_arguments=_add_arguments, run=_run,
+                  example="mlmd forecast ethanol.xyz --model ethanol-forecaster.pt --time 100ps -o forecast.h5 "
+                  "--log forecast.csv",
                   help="force-free dynamics: roll a trained trajectory forecaster out "
                   "(CSVR thermostat, guards, restarts)")
 

@@ -108,11 +108,9 @@ def _check_settings(engine, settings: MDSettings, model, calculator, steps, stri
     for name, value in non_negative:
         if not (math.isfinite(value) and value >= 0):
             raise MLMDError(f"{name} must be zero or positive, got {value}")
-    if str(settings.device).startswith("cuda"):
-        import torch
+    from .model import check_device
 
-        if not torch.cuda.is_available():
-            raise MLMDError(f"device {settings.device!r} asked for but torch sees no CUDA device; use --device cpu")
+    check_device(settings.device)
 
 
 def run(structure, model=None, calculator=None, *, engine: str = "torch", integrator: str = "baoab",
@@ -312,6 +310,7 @@ def _run(args) -> int:
 
 
 COMMAND = Command(name="md", add_arguments=_add_arguments, run=_run,
+                  example="mlmd md ethanol.xyz --model ethanol --steps 2000 --log md.csv --trajectory md.h5",
                   help="run molecular dynamics with an mlmd model or an ASE calculator (torch or OpenMM engine)")
 
 __all__ = ["CalculatorPotential", "COMMAND", "MDResult", "TrajectoryWriter", "UnstableSimulationError",

@@ -210,6 +210,21 @@ def pretrained(name: str) -> Path:
 DEFAULT_THREADS = 1
 
 
+def check_device(device, auto: bool = False) -> None:
+    """Refuse, before any work, a device torch does not know or CUDA on a machine without it
+    (``auto``: also accept ``"auto"``)."""
+    if auto and device == "auto":
+        return
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):
+        raise MLMDError(f"unknown --device {device!r}; use {'auto, ' if auto else ''}cpu or cuda") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise MLMDError(f"--device {device} asked for but torch sees no CUDA device; use --device cpu")
+    if kind not in ("cpu", "cuda"):
+        raise MLMDError(f"--device {device!r} is not supported here; use {'auto, ' if auto else ''}cpu or cuda")
+
+
 def check_threads(threads: int) -> int:
     """``threads`` if it is a whole number >= 1, else a one-line error."""
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:

@@ -132,6 +132,7 @@ def _write_structure(args) -> int:
 
 COMMAND = Command(
     name="generate",
+    example="mlmd generate ethanol --frames 1000 -o ethanol-data.xyz",
     help="make a labelled reference dataset with an ASE calculator",
     add_arguments=_add_arguments,
     run=_run,

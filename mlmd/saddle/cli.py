@@ -78,22 +78,6 @@ def _load_mode(text):
         raise MLMDError(f"could not read mode file {path}: {exc}; give N rows of 3 numbers (numpy.loadtxt)") from exc
 
 
-def check_device(device: str) -> None:
-    """Refuse a device torch does not know, or CUDA on a machine without it, before any work."""
-    import torch
-
-    if device == "auto":
-        return
-    try:
-        kind = torch.device(device).type
-    except (RuntimeError, TypeError):
-        raise MLMDError(f"unknown --device {device!r}; use auto, cpu or cuda") from None
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise MLMDError(f"--device {device} asked for but torch sees no CUDA device; use --device cpu or auto")
-    if kind not in ("cpu", "cuda"):
-        raise MLMDError(f"--device {device!r} is not supported here; use auto, cpu or cuda")
-
-
 def _settings(args):
     """The search settings from the options, validated before any work."""
     from .settings import SaddleSettings
@@ -113,9 +97,9 @@ def _settings(args):
 
 
 def _run(args) -> int:
-    from ..model import torch_threads
+    from ..model import check_device, torch_threads
 
-    check_device(args.device)
+    check_device(args.device, auto=True)
     settings = _settings(args)
     with torch_threads(args.threads):
         try:
@@ -190,6 +174,7 @@ def _search(args, settings) -> int:
 
 COMMAND = Command(
     name="saddle",
+    example="mlmd saddle start.xyz --calculator emt --method ot-gp-dimer --json saddle.json --relax",
     help="find a saddle point (GP-dimer, OT-GP-dimer or dimer) from a starting structure",
     add_arguments=_add_arguments,
     run=_run,

@@ -52,6 +52,7 @@ def run_export(args) -> int:
 
 COMMAND = Command(
     name="train",
+    example="mlmd train train.toml   (then: mlmd export training/best.pt -o model.pt)",
     help="train a model family on a labelled dataset from a JSON/TOML config",
     add_arguments=add_train_arguments,
     run=run_train,
@@ -59,6 +60,7 @@ COMMAND = Command(
 
 EXPORT_COMMAND = Command(
     name="export",
+    example="mlmd export training/best.pt -o model.pt",
     help="turn a training checkpoint into a model file every engine loads",
     add_arguments=add_export_arguments,
     run=run_export,
