@@ -300,3 +300,24 @@ def test_threads_apply_during_the_run_and_are_restored(files):
     from mlmd.model import DEFAULT_THREADS
 
     assert seen[3:] == [DEFAULT_THREADS] * 2
+
+
+@pytest.mark.skipif(os.environ.get("HDF5_USE_FILE_LOCKING", "").upper() == "FALSE", reason="HDF5 file locking is off")
+def test_resuming_while_another_process_holds_the_trajectory_is_one_line(files, tmp_path, capsys):
+    """The first run still writing md.partial.h5 (here: a process holding it open) and a second one resuming."""
+    structure = str(files["dir"] / "ar.xyz")
+    common = ["md", structure, "--model", str(files["dir"] / "lj.pt"), "--stride", "5", "--log",
+              str(tmp_path / "md.csv"), "--trajectory", str(tmp_path / "md.h5"), "--quiet"]
+    assert main([*common, "--steps", "10"]) == 0
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom mdtraj.formats import HDF5TrajectoryFile\n"
+                               "h = HDF5TrajectoryFile(sys.argv[1], 'w'); print('held', flush=True); time.sleep(60)",
+                               str(tmp_path / "md.partial.h5")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        capsys.readouterr()
+        status = main([*common, "--steps", "20", "--restart", str(tmp_path / "md.restart")])
+    finally:
+        holder.kill()
+        holder.wait()
+    error = capsys.readouterr().err.strip()
+    assert status == 2 and "\n" not in error and "another process holds it open" in error, error
