@@ -19,6 +19,23 @@ class Command:
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int]
+    example: str = ""  # one command line shown at the end of the command's help
+
+
+def add_overwrite_option(parser: argparse.ArgumentParser) -> None:
+    """``--overwrite``: replace existing output files (refused otherwise, before any work)."""
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing output files (without it an existing file stops the command "
+                        "before any work)")
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """``--threads N``: torch CPU threads (default :data:`mlmd.model.DEFAULT_THREADS`)."""
+    from .model import DEFAULT_THREADS
+
+    parser.add_argument("--threads", metavar="N", type=int,
+                        help=f"torch CPU threads (default {DEFAULT_THREADS}: fastest for small systems and on "
+                        "shared cores; more can help a large system on a quiet machine)")
 
 
 def _commands() -> List[Command]:
@@ -41,10 +58,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mlmd {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in _commands():
-        sub = subparsers.add_parser(command.name, help=command.help, description=command.help)
+        epilog = f"example:\n  {command.example}" if command.example else None
+        sub = subparsers.add_parser(command.name, help=command.help, description=command.help, epilog=epilog,
+                                    formatter_class=argparse.RawDescriptionHelpFormatter)
         command.add_arguments(sub)
         sub.set_defaults(_run=command.run)
     return parser
+
+
+def one_prefix(message: str, command: str) -> str:
+    """The message without a leading ``mlmd COMMAND:`` (the error line adds it once), on one line."""
+    prefix = f"mlmd {command}: "
+    while message.startswith(prefix):
+        message = message[len(prefix):]
+    return " ".join(message.split("\n"))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -58,7 +85,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return int(args._run(args) or 0)
     except MLMDError as exc:
-        print(f"mlmd {args.command}: error: {exc}", file=sys.stderr)
+        print(f"mlmd {args.command}: error: {one_prefix(str(exc), args.command)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"mlmd {args.command}: interrupted", file=sys.stderr)

@@ -66,22 +66,27 @@ def _run_ase(model, steps: int, stride: int, folder: Path) -> Dict[str, float]:
 
 
 def run(output: Path = Path("mlmd-demo"), steps: int = 2000, replicas: int = 8, stride: int = 20,
-        model: Optional[str] = None, progress: bool = True) -> Dict[str, Dict]:
-    """Run the demo into folder ``output``; returns what each engine did."""
-    import torch
+        model: Optional[str] = None, progress: bool = True, threads: Optional[int] = None) -> Dict[str, Dict]:
+    """Run the demo into folder ``output`` (its files are the demo's own and are replaced on every run)
+    with ``threads`` torch CPU threads (None: :data:`mlmd.model.DEFAULT_THREADS`); returns what each
+    engine did."""
+    from .model import torch_threads
 
+    with torch_threads(threads):
+        return _demo(Path(output), steps, replicas, stride, model, progress)
+
+
+def _demo(output: Path, steps: int, replicas: int, stride: int, model: Optional[str], progress: bool):
     from . import md
     from .model import load_model, pretrained
 
-    # Nine atoms gain nothing from intra-op threads, and threads that share busy cores cost 5-10x.
-    torch.set_num_threads(1)
-    output = Path(output)
+
     output.mkdir(parents=True, exist_ok=True)
-    path = pretrained("ethanol") if model is None else Path(model)
+    path = pretrained("ethanol") if model is None else model
     loaded = load_model(path)
     metrics = loaded.metadata.get("test_metrics", {})
     say = print if progress else (lambda *args, **kwargs: None)
-    say(f"model: {path}")
+    say(f"model: {loaded.path or path}")
     if metrics:
         say(f"  {loaded.family} potential for {loaded.species}, test split of its GFN2-xTB data: "
             f"force MAE {metrics['force_mae_meV_per_A']:.1f} meV/Å, "
@@ -96,7 +101,7 @@ def run(output: Path = Path("mlmd-demo"), steps: int = 2000, replicas: int = 8, 
     summary["ase"]["files"] = {"trajectory": str(output / "ase.traj")}
 
     common = dict(temperature_K=TEMPERATURE_K, timestep_fs=TIMESTEP_FS, steps=steps, friction_per_ps=FRICTION_PER_PS,
-                  seed=SEED, stride=stride, progress=progress)
+                  seed=SEED, stride=stride, progress=progress, overwrite=True)
     say("2. OpenMM (TorchForce + BAOAB CustomIntegrator) ...")
     result = md.run(_ethanol(), model=loaded, engine="openmm", integrator="baoab", log=output / "openmm.csv",
                     trajectory=output / "openmm.dcd", **common)
@@ -133,18 +138,22 @@ def _add_arguments(parser) -> None:
     parser.add_argument("--replicas", type=int, default=8, help="replicas in the batched torch run")
     parser.add_argument("--model", help="an exported model instead of the shipped ethanol model")
     parser.add_argument("--quiet", action="store_true", help="print nothing")
+    from .cli import add_threads_option
+
+    add_threads_option(parser)
 
 
 def _run(args) -> int:
     if args.steps < 1 or args.replicas < 1:
         raise MLMDError("--steps and --replicas must be at least 1")
     run(args.output, steps=args.steps, replicas=args.replicas, stride=max(1, min(20, args.steps // 10)),
-        model=args.model, progress=not args.quiet)
+        model=args.model, progress=not args.quiet, threads=args.threads)
     return 0
 
 
 COMMAND = Command(
     name="demo",
+    example="mlmd demo --steps 200",
     help="the main job on embedded defaults: pretrained ethanol MD in ASE, OpenMM and batched torch replicas",
     add_arguments=_add_arguments,
     run=_run,

@@ -26,6 +26,7 @@ file and an extended XYZ, both atomic) and raises :class:`ForecastUnstableError`
 """
 
 import math
+import os
 import re
 from typing import Optional, Union
 
@@ -43,7 +44,6 @@ from .dynamics import (
     default_max_temperature_K,
     default_state_file,
     guard_problem,
-    read_atoms,
     save_state_xyz,
     summary,
 )
@@ -85,7 +85,9 @@ def run(structure, model, *, time: Union[str, float, None] = None, steps: Option
         log: Optional[PathLike] = None, trajectory: Optional[PathLike] = None, stride: int = 1,
         restart: Optional[PathLike] = None, restart_file: Optional[PathLike] = None, restart_every: int = 1000,
         state_file: Optional[PathLike] = None, min_distance_A: Optional[float] = DEFAULT_MIN_DISTANCE_A,
-        max_temperature_K: Optional[float] = None, progress: bool = False, observers=()) -> RunResult:
+        max_temperature_K: Optional[float] = None, progress: bool = False, observers=(), overwrite: bool = False,
+        threads: Optional[int] = None, frame: Optional[int] = None, use_velocities: Optional[bool] = None
+        ) -> RunResult:
     """Roll a forecaster out from ``structure`` (ASE Atoms or any file ASE reads).
 
     Args:
@@ -103,8 +105,22 @@ def run(structure, model, *, time: Union[str, float, None] = None, steps: Option
             defaults to :func:`default_max_temperature_K`).
         progress: show a progress bar.
         observers: ``(function, interval)`` pairs called every ``interval`` intervals (:class:`mlmd.dynamics.Driver`).
+        overwrite, threads, frame, use_velocities: as in :func:`mlmd.md.run`.
     """
+    arguments = dict(locals())
+    from .model import torch_threads
+
+    with torch_threads(threads):
+        return _run_forecast(**arguments)
+
+
+def _run_forecast(structure, model, *, time, steps, temperature_K, thermostat, tau_fs, seed, replicas, device,
+                  potential, calculator, log, trajectory, stride, restart, restart_file, restart_every, state_file,
+                  min_distance_A, max_temperature_K, progress, observers, overwrite, threads, frame,
+                  use_velocities) -> RunResult:
     from .checks import check_atoms, fixed_atoms_mask
+    from .io import load_structure
+    from .model import check_device, load_model
 
     if thermostat not in THERMOSTATS:
         raise MLMDError(f"unknown thermostat {thermostat!r}; choose one of {', '.join(THERMOSTATS)}")
@@ -114,22 +130,33 @@ def run(structure, model, *, time: Union[str, float, None] = None, steps: Option
     for name, value in (("temperature_K", temperature_K), ("tau_fs", tau_fs)):
         if not (math.isfinite(value) and value >= (0 if name == "temperature_K" else 1e-300)):
             raise MLMDError(f"{name} must be {'zero or ' if name == 'temperature_K' else ''}positive, got {value}")
+    check_device(device)
     if min_distance_A is not None and not min_distance_A > 0:
         min_distance_A = None  # 0 switches the overlap guard off
-    atoms = read_atoms(structure, "mlmd forecast")
+    atoms = load_structure(structure, frame, use_velocities, source="the structure")
+    if isinstance(model, (str, os.PathLike)):  # a file or a shipped model's name
+        model = load_model(model, device=device)
+        if not (model.is_forecaster or model.family == "forecaster"):
+            family = model.family or "unknown"
+            article = "an" if family[:1].lower() in "aeiou" else "a"
+            raise MLMDError(f"model {model.path} is {article} {family}-family potential, not a trajectory "
+                            "forecaster; run potentials with `mlmd md`, and give `mlmd forecast` a forecaster")
     forecaster = load_forecaster(model, device=device)
     interval = forecaster.interval_fs
     if forecaster.species:
-        check_atoms(atoms, source="mlmd forecast", species=forecaster.species, min_distance=min_distance_A)
+        check_atoms(atoms, source="the structure", species=forecaster.species, min_distance=min_distance_A)
     total = _total_steps(time, steps, interval)
     monitor = energy_monitor(atoms, potential, calculator, replicas, device)
     header = LOG_HEADER + (("epot_eV",) if monitor is not None else ())
     if max_temperature_K is None:
-        free_atoms = int(np.count_nonzero(~fixed_atoms_mask(atoms, "mlmd forecast")))
+        free_atoms = int(np.count_nonzero(~fixed_atoms_mask(atoms, "the structure")))
         max_temperature_K = default_max_temperature_K(temperature_K, free_atoms)
     restart_data = load_restart(restart, RESTART_FORMAT) if restart is not None else None
     if restart_data is not None:
         _check_restart(restart_data, restart, replicas, atoms, interval)
+        if int(restart_data["step"]) >= total:
+            raise MLMDError(f"restart file {restart} is at interval {int(restart_data['step'])}, and the run is "
+                            f"{total} intervals long; give a longer --time or --steps to continue")
 
     settings = ForecastSettings(temperature_K=temperature_K, thermostat=thermostat, tau_fs=tau_fs, seed=seed,
                                 replicas=replicas, device=device)
@@ -138,7 +165,7 @@ def run(structure, model, *, time: Union[str, float, None] = None, steps: Option
              "temperature_K": float(temperature_K), "thermostat": thermostat, "tau_fs": float(tau_fs),
              "seed": int(seed), "header": list(header)}
     outputs = RunOutputs(atoms, replicas, header, RESTART_FORMAT, log=log, trajectory=trajectory,
-                         restart_file=restart_file, restart=restart_data, extra=extra,
+                         restart_file=restart_file, restart=restart_data, extra=extra, overwrite=overwrite,
                          state_file=state_file or default_state_file(restart_file, log, trajectory, structure))
     # Forecasts are checked after every interval: one call moves atoms as far as tens of MD steps.
     driver = Driver(engine, outputs, Guards(min_distance_A, max_temperature_K), total_steps=total, stride=stride,
@@ -211,6 +238,8 @@ def _run(args) -> int:
 
 
 COMMAND = Command(name="forecast", add_arguments=_add_arguments, run=_run,
+                  example="mlmd forecast ethanol.xyz --model ethanol-forecaster.pt --time 100ps -o forecast.h5 "
+                  "--log forecast.csv",
                   help="force-free dynamics: roll a trained trajectory forecaster out "
                   "(CSVR thermostat, guards, restarts)")
 

@@ -88,12 +88,49 @@ def read_frames(path: PathLike, index: str = ":", what: str = "structure file") 
     return frames
 
 
-def read_structure(path: PathLike):
-    """Read the last frame of a structure file and check it is usable."""
+def read_structure(path: PathLike, frame: Optional[int] = None, use_velocities: bool = True):
+    """Read one frame of a structure file and check it is usable.
+
+    A file with several frames (a dataset, a trajectory) needs ``frame`` (``--frame N``; negative
+    counts from the end); velocities stored in the file are kept only with ``use_velocities``.
+    """
     from .checks import check_atoms
 
-    atoms = read_frames(path, index="-1")[0]
+    frames = read_frames(path, index=":")
+    if frame is None:
+        if len(frames) > 1:
+            raise InputFileError(f"structure file {path} holds {len(frames)} frames; pick one with --frame N "
+                                 f"(0 to {len(frames) - 1}, -1 for the last)")
+        frame = 0
+    if not -len(frames) <= frame < len(frames):
+        raise InputFileError(f"--frame {frame} is out of range: structure file {path} holds {len(frames)} "
+                             f"frame(s) (0 to {len(frames) - 1}, -1 for the last)")
+    atoms = frames[frame]
+    if not use_velocities:
+        drop_velocities(atoms)
     check_atoms(atoms, source=str(path))
+    return atoms
+
+
+def drop_velocities(atoms) -> None:
+    """Forget the velocities (momenta) an Atoms object carries, so a run draws its own."""
+    atoms.arrays.pop("momenta", None)
+
+
+def load_structure(structure, frame: Optional[int] = None, use_velocities: Optional[bool] = None,
+                   source: str = "structure"):
+    """A checked copy of the starting structure of a run: ASE Atoms (its velocities kept unless
+    ``use_velocities`` is False) or a file read by :func:`read_structure` (velocities only when True)."""
+    from ase import Atoms
+
+    from .checks import check_atoms
+
+    if not isinstance(structure, Atoms):
+        return read_structure(structure, frame, bool(use_velocities))
+    atoms = structure.copy()
+    if use_velocities is False:
+        drop_velocities(atoms)
+    check_atoms(atoms, source=source)
     return atoms
 
 
@@ -134,8 +171,13 @@ def load_restart(path: PathLike, format_name: str) -> dict:
     return data
 
 
-def check_destination(path: Optional[PathLike], what: str) -> Optional[Path]:
-    """``path`` as a Path after making sure a file can be written there (None passes through)."""
+def check_destination(path: Optional[PathLike], what: str, overwrite: bool = False) -> Optional[Path]:
+    """``path`` as a Path after making sure a file can be written there (None passes through).
+
+    Refused, before any work: a folder, a missing or unwritable parent folder, and an existing
+    file unless ``overwrite`` (``--overwrite`` on the command line; a continued run passes True
+    for the files it continues).
+    """
     if path is None:
         return None
     path = Path(path)
@@ -144,9 +186,18 @@ def check_destination(path: Optional[PathLike], what: str) -> Optional[Path]:
     folder = path.resolve().parent
     if not folder.is_dir():
         raise InputFileError(f"cannot write the {what} {path}: folder {path.parent} does not exist; create it first")
+    if path.exists() and not overwrite:
+        raise InputFileError(f"the {what} {path} already exists; pass --overwrite (overwrite=True) to replace it, "
+                             "or choose another name")
     try:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.", suffix=".check"):
             pass
     except OSError as exc:
         raise InputFileError(f"cannot write the {what} {path} ({exc.strerror}); choose a folder you can write to") from None
     return path
+
+
+def check_destinations(destinations, overwrite: bool = False) -> None:
+    """:func:`check_destination` on every ``(path, what)`` pair (None paths skipped), all before any work."""
+    for path, what in destinations:
+        check_destination(path, what, overwrite)

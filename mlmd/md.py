@@ -66,10 +66,11 @@ from .dynamics import (
     engine_class,
     integrators_of,
     ns_per_day,
-    read_atoms,
     summary,
 )
 from .dynamics.options import add_run_options, run_options
+from .dynamics.outputs import check_run_files
+from .dynamics.engine import one_line
 from .dynamics.potential import CalculatorPotential
 from .dynamics.trajectory import TrajectoryWriter
 from .errors import MLMDError
@@ -106,11 +107,9 @@ def _check_settings(engine, settings: MDSettings, model, calculator, steps, stri
     for name, value in non_negative:
         if not (math.isfinite(value) and value >= 0):
             raise MLMDError(f"{name} must be zero or positive, got {value}")
-    if str(settings.device).startswith("cuda"):
-        import torch
+    from .model import check_device
 
-        if not torch.cuda.is_available():
-            raise MLMDError(f"device {settings.device!r} asked for but torch sees no CUDA device; use --device cpu")
+    check_device(settings.device)
 
 
 def run(structure, model=None, calculator=None, *, engine: str = "torch", integrator: str = "baoab",
@@ -121,7 +120,8 @@ def run(structure, model=None, calculator=None, *, engine: str = "torch", integr
         restart_every: int = 1000, max_energy_jump_eV_per_atom: float = DEFAULT_MAX_ENERGY_JUMP_EV_PER_ATOM,
         min_distance_A: Optional[float] = DEFAULT_MIN_DISTANCE_A, max_temperature_K: Optional[float] = None,
         state_file: Optional[PathLike] = None, plot: bool = True, progress: bool = False,
-        observers=()) -> RunResult:
+        observers=(), overwrite: bool = False, threads: Optional[int] = None, frame: Optional[int] = None,
+        use_velocities: Optional[bool] = None) -> RunResult:
     """Run Langevin (or NVE) dynamics of ``structure`` (ASE Atoms or any file ASE reads).
 
     Args:
@@ -144,42 +144,69 @@ def run(structure, model=None, calculator=None, *, engine: str = "torch", integr
         plot: write ``LOG.png`` (energies and temperature against time) when there is a log.
         progress: show a progress bar with ns/day.
         observers: ``(function, interval)`` pairs called every ``interval`` steps (see :class:`mlmd.dynamics.Driver`).
+        overwrite: replace existing output files (a continued run may always rewrite the files it continues).
+        threads: torch CPU threads for the run (None: :data:`mlmd.model.DEFAULT_THREADS`).
+        frame: which frame of a structure file with several frames to start from.
+        use_velocities: start from the velocities stored in the structure (default: an Atoms object's own
+            are used, a file's are not).
 
     Returns the final :class:`RunResult`; raises :class:`UnstableSimulationError` after saving the last
     good state when the dynamics blow up.
     """
+    from .model import torch_threads
+
+    with torch_threads(threads):
+        return _run_md(structure, model, calculator, engine, steps, stride, restart, restart_every, frame,
+                       use_velocities, observers, MDSettings(
+                           integrator=integrator, temperature_K=temperature_K, friction_per_ps=friction_per_ps,
+                           timestep_fs=timestep_fs, seed=seed, replicas=replicas, device=device, platform=platform),
+                       dict(log=log, trajectory=trajectory, restart_file=restart_file, state_file=state_file,
+                            plot=plot, overwrite=overwrite),
+                       Guards(min_distance_A=min_distance_A or None, max_temperature_K=max_temperature_K,
+                              max_energy_jump_eV_per_atom=max_energy_jump_eV_per_atom), progress)
+
+
+def _run_md(structure, model, calculator, engine, steps, stride, restart, restart_every, frame, use_velocities,
+            observers, settings: MDSettings, files: dict, guards: Guards, progress: bool) -> RunResult:
     from .checks import check_atoms
+    from .io import load_structure
     from .model import load_model
 
-    settings = MDSettings(integrator=integrator, temperature_K=temperature_K, friction_per_ps=friction_per_ps,
-                          timestep_fs=timestep_fs, seed=seed, replicas=replicas, device=device, platform=platform)
     engine_type = engine_class(engine)
     _check_settings(engine_type, settings, model, calculator, steps, stride, restart_every)
-    atoms = read_atoms(structure, "mlmd md")
+    atoms = load_structure(structure, frame, use_velocities, source="the structure")
     restart_data = load_restart(restart, RESTART_FORMAT) if restart is not None else None
     if restart_data is not None:
-        _check_restart(restart_data, restart, engine, replicas, atoms)
+        _check_restart(restart_data, restart, engine, settings.replicas, atoms)
+        if int(restart_data["step"]) >= steps:
+            raise MLMDError(f"restart file {restart} is at step {int(restart_data['step'])}, and --steps {steps} is "
+                            "the total length; give a larger --steps to continue")
     loaded = None
     if model is not None:
-        loaded = load_model(model, device="cpu" if engine == "openmm" else device)
-        check_atoms(atoms, source="mlmd md", species=loaded.species)
-    if max_temperature_K is None:
-        max_temperature_K = default_max_temperature_K(temperature_K, _free_atoms(atoms))
-    guards = Guards(min_distance_A=min_distance_A or None, max_temperature_K=max_temperature_K,
-                    max_energy_jump_eV_per_atom=max_energy_jump_eV_per_atom)
-    if min_distance_A:
-        check_atoms(atoms, source="mlmd md", min_distance=min_distance_A)
+        loaded = load_model(model, device="cpu" if engine == "openmm" else settings.device)
+        if loaded.is_forecaster or loaded.family == "forecaster":
+            raise MLMDError(f"{model} is a trajectory forecaster, not a potential: it gives no forces for MD; "
+                            "run it with `mlmd forecast`, or give a potential model")
+        check_atoms(atoms, source="the structure", species=loaded.species)
+    temperature_K, timestep_fs = settings.temperature_K, settings.timestep_fs
+    if guards.max_temperature_K is None:
+        guards.max_temperature_K = default_max_temperature_K(temperature_K, _free_atoms(atoms))
+    if guards.min_distance_A:
+        check_atoms(atoms, source="the structure", min_distance=guards.min_distance_A)
 
-    simulation = engine_type.create(atoms, loaded, calculator, settings, restart_data)
+    log, trajectory, restart_file = files["log"], files["trajectory"], files["restart_file"]
     origin_step, origin_fs = _time_origin(restart_data, timestep_fs)
-    extra = {"replicas": replicas, "atomic_numbers": [int(z) for z in atoms.numbers],
+    extra = {"replicas": settings.replicas, "atomic_numbers": [int(z) for z in atoms.numbers],
              "timestep_fs": float(timestep_fs), "time_origin_step": origin_step, "time_origin_fs": origin_fs,
-             "integrator": integrator, "temperature_K": float(temperature_K),
-             "friction_per_ps": float(friction_per_ps), "seed": int(seed)}
-    outputs = RunOutputs(atoms, replicas, LOG_HEADER, RESTART_FORMAT, log=log, trajectory=trajectory,
-                         restart_file=restart_file, restart=restart_data, extra=extra,
-                         state_file=state_file or default_state_file(restart_file, log, trajectory, structure),
-                         plot_temperature_K=float(temperature_K) if plot else None)
+             "integrator": settings.integrator, "temperature_K": float(temperature_K),
+             "friction_per_ps": float(settings.friction_per_ps), "seed": int(settings.seed)}
+    state_file = files["state_file"] or default_state_file(restart_file, log, trajectory, structure)
+    check_run_files(log, trajectory, restart_file, state_file, files["plot"], files["overwrite"],
+                    restart_data is not None)
+    simulation = _create_engine(engine_type, atoms, loaded, calculator, settings, restart_data)
+    outputs = RunOutputs(atoms, settings.replicas, LOG_HEADER, RESTART_FORMAT, log=log, trajectory=trajectory,
+                         restart_file=restart_file, restart=restart_data, extra=extra, overwrite=files["overwrite"],
+                         state_file=state_file, plot_temperature_K=float(temperature_K) if files["plot"] else None)
     driver = Driver(simulation, outputs, guards, total_steps=steps, stride=stride, restart_every=restart_every,
                     timestep_fs=timestep_fs, time_of=lambda step: origin_fs + (step - origin_step) * timestep_fs,
                     label="simulation", hint=HINT, progress=progress)
@@ -188,10 +215,25 @@ def run(structure, model=None, calculator=None, *, engine: str = "torch", integr
     return driver.run()
 
 
+def _create_engine(engine_type, atoms, loaded, calculator, settings, restart_data):
+    """The engine, its first force call included; a model or calculator failing there is a one-line error."""
+    try:
+        return engine_type.create(atoms, loaded, calculator, settings, restart_data)
+    except MLMDError:
+        raise
+    except Exception as exc:  # whatever a user's calculator or model raises on its first call
+        if calculator is not None:
+            source = f"calculator {calculator if isinstance(calculator, str) else type(calculator).__name__}"
+        else:
+            source = f"model {loaded.path or ''}".strip()
+        raise MLMDError(f"the {source} failed on the starting structure ({one_line(exc)}); nothing was simulated; "
+                        "check that it supports these elements and this structure") from exc
+
+
 def _free_atoms(atoms) -> int:
     from .checks import fixed_atoms_mask
 
-    return int((~fixed_atoms_mask(atoms, "mlmd md")).sum())
+    return int((~fixed_atoms_mask(atoms, "the structure")).sum())
 
 
 def _time_origin(restart_data: Optional[dict], timestep_fs: float):
@@ -260,6 +302,7 @@ def _run(args) -> int:
 
 
 COMMAND = Command(name="md", add_arguments=_add_arguments, run=_run,
+                  example="mlmd md ethanol.xyz --model ethanol --steps 2000 --log md.csv --trajectory md.h5",
                   help="run molecular dynamics with an mlmd model or an ASE calculator (torch or OpenMM engine)")
 
 __all__ = ["CalculatorPotential", "COMMAND", "MDResult", "TrajectoryWriter", "UnstableSimulationError",

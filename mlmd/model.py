@@ -11,6 +11,7 @@ returns a :class:`Model`, which every engine adapter (ASE, OpenMM,
 integrators, saddle search) consumes.
 """
 
+import contextlib
 import json
 import zipfile
 from pathlib import Path
@@ -175,9 +176,18 @@ class Model:
                 f"dtype={self.metadata['dtype']}, path={str(self.path) if self.path else None!r})")
 
 
+def resolve_model_name(source: PathLike) -> PathLike:
+    """``source`` itself, or the shipped model of that name (:func:`pretrained`) when no such file exists
+    and the name is one (``--model ethanol``)."""
+    if Path(source).exists() or not str(source).isidentifier():
+        return source
+    return PRETRAINED_DIRECTORY / f"{source}.pt" if (PRETRAINED_DIRECTORY / f"{source}.pt").is_file() else source
+
+
 def load_model(source: Union[PathLike, Model, torch.nn.Module], device: Union[str, torch.device] = "cpu",
                skin_A: float = DEFAULT_SKIN_A) -> Model:
-    """Load an exported model file (or wrap an in-memory potential) for use in any engine.
+    """Load an exported model file, a shipped model by name (``"ethanol"``, see :func:`pretrained`),
+    or wrap an in-memory potential, for use in any engine.
 
     ``skin_A`` is the skin of the neighbour list carried between calls (0: a fresh list at every call).
     """
@@ -185,7 +195,7 @@ def load_model(source: Union[PathLike, Model, torch.nn.Module], device: Union[st
         return source.to(device)
     if isinstance(source, torch.nn.Module):
         return Model(source, model_metadata(source), skin_A=skin_A).to(device)
-    path = require_file(source, "model file")
+    path = require_file(resolve_model_name(source), "model file")
     if not zipfile.is_zipfile(path):
         raise InputFileError(
             f"model file {path} is not a TorchScript archive (corrupt, truncated, or another kind of file); "
@@ -226,3 +236,47 @@ def pretrained(name: str) -> Path:
         raise MLMDError(f"no pretrained model named {name!r}; available: {', '.join(available) or 'none'} "
                         "(remake one with scripts/train_pretrained.py)")
     return path
+
+
+# torch CPU threads of every command and run() unless told otherwise; measured with scripts/time_threads.py
+# (README, "Threads"): small systems gain nothing from intra-op threads, and threads on busy cores cost 5-10x.
+DEFAULT_THREADS = 1
+
+
+def check_device(device, auto: bool = False) -> None:
+    """Refuse, before any work, a device torch does not know or CUDA on a machine without it
+    (``auto``: also accept ``"auto"``)."""
+    if auto and device == "auto":
+        return
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):
+        raise MLMDError(f"unknown --device {device!r}; use {'auto, ' if auto else ''}cpu or cuda") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise MLMDError(f"--device {device} asked for but torch sees no CUDA device; use --device cpu")
+    if kind not in ("cpu", "cuda"):
+        raise MLMDError(f"--device {device!r} is not supported here; use {'auto, ' if auto else ''}cpu or cuda")
+
+
+def check_threads(threads: int) -> int:
+    """``threads`` if it is a whole number >= 1, else a one-line error."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise MLMDError(f"--threads must be a whole number >= 1, got {threads!r}")
+    return threads
+
+
+@contextlib.contextmanager
+def torch_threads(threads: Optional[int] = None):
+    """Run the block with ``threads`` torch CPU threads (None: :data:`DEFAULT_THREADS`), then restore them.
+
+    The one thread policy of ``--threads`` and the ``threads=`` arguments.
+    """
+    wanted = check_threads(DEFAULT_THREADS if threads is None else threads)
+    before = torch.get_num_threads()
+    if wanted != before:
+        torch.set_num_threads(wanted)
+    try:
+        yield wanted
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)

@@ -192,7 +192,7 @@ def train_ours(args, data: Path, directory: Path, budget_min: float) -> dict:
     log("our config: " + json.dumps(config))
     shutil.rmtree(directory / "training", ignore_errors=True)
     result = train(config, progress=False)
-    path = export_checkpoint(result.best_checkpoint, directory / "equivariant.pt", best=True,
+    path = export_checkpoint(result.best_checkpoint, directory / "equivariant.pt", best=True, overwrite=True,
                              test_metrics=result.test_metrics, recipe={"config": config})
     train_s = sum(float(row["time_s"]) for row in result.history)
     return {"model": str(path), "config": config, "epochs": result.epoch, "best_epoch": result.best_epoch,

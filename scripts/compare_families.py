@@ -129,7 +129,7 @@ def train_ours(dataset_name: str, family: str, data: Path, directory: Path, budg
     shutil.rmtree(directory / "training", ignore_errors=True)
     log(f"[{dataset_name}/{family}] training for at most {budget_min:g} min: {json.dumps(model)}")
     result = train(config, progress=False, verbose=False)
-    path = export_checkpoint(result.best_checkpoint, directory / f"{family}.pt", best=True,
+    path = export_checkpoint(result.best_checkpoint, directory / f"{family}.pt", best=True, overwrite=True,
                              test_metrics=result.test_metrics, recipe={"config": config})
     return {"model": str(path), "epochs": result.epoch, "best_epoch": result.best_epoch,
             "train_s": sum(float(row["time_s"]) for row in result.history), "config": config}

@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     }
     result = train(config, resume=args.resume)
     output = PACKAGE_MODELS / f"{args.name}.pt"
-    export_checkpoint(result.best_checkpoint, output, best=True, test_metrics=result.test_metrics,
+    export_checkpoint(result.best_checkpoint, output, best=True, overwrite=True, test_metrics=result.test_metrics,
                       recipe={"generate": recipe["generate"], "config": config})
     print(json.dumps({"model": str(output), "test": result.test_metrics}, indent=1))
     return 0

@@ -156,7 +156,7 @@ def test_openmm_engine_matches_the_torch_engine_at_step_0(tmp_path, model_file):
     torch_run = md.run(argon(), log=tmp_path / "t.csv", **settings)
     for integrator in ("baoab", "gjf", "langevin-middle"):
         openmm_run = md.run(argon(), engine="openmm", integrator=integrator, log=tmp_path / "o.csv",
-                            trajectory=tmp_path / "o.dcd", **settings)
+                            trajectory=tmp_path / "o.dcd", overwrite=True, **settings)
         assert openmm_run.log.shape == (3, 5)
         np.testing.assert_allclose(openmm_run.log[0], torch_run.log[0], rtol=1e-6)
         assert np.all(np.isfinite(openmm_run.log))

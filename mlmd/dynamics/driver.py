@@ -21,7 +21,7 @@ import numpy as np
 
 from ..constants import FS_NS, FS_PS, SECONDS_PER_DAY
 from ..errors import MLMDError
-from .engine import Engine, ForceCallFailed, Snapshot
+from .engine import Engine, ForceCallFailed, Snapshot, one_line
 from .guards import Guards, UnstableRunError
 from .outputs import RunOutputs
 
@@ -148,6 +148,8 @@ class Driver:
                     problem = self.guards.problem(snapshot, good)
                 except ForceCallFailed as exc:
                     problem = str(exc)
+                except Exception as exc:  # anything else a user's calculator or model raises
+                    problem = f"advancing from step {before} failed ({one_line(exc)})"
                 if problem:
                     failure = (before, target, problem)
                     engine.restore(good_point)

@@ -68,7 +68,7 @@ def too_hot(temperature_K: torch.Tensor, max_temperature_K: Optional[float]) -> 
     worst = int(torch.argmax(temperature_K))
     where = f" of replica {worst}" if temperature_K.numel() > 1 else ""
     return (f"the temperature{where} reached {float(temperature_K[worst]):.4g} K, above the bound "
-            f"{max_temperature_K:.4g} K (max_temperature_K)")
+            f"{max_temperature_K:.4g} K (--max-temperature, max_temperature_K)")
 
 
 def too_close(positions, cell, pbc, batch, min_distance_A: Optional[float]) -> Optional[str]:
@@ -92,7 +92,7 @@ def too_close(positions, cell, pbc, batch, min_distance_A: Optional[float]) -> O
     b = int(batch[i[k]])
     where = f" of replica {b}" if cell.shape[0] > 1 else ""
     return (f"atoms {int(i[k] - first[b])} and {int(j[k] - first[b])}{where} came "
-            f"{float(distance[k]):.3f} Å apart, closer than {min_distance_A:g} Å (min_distance_A)")
+            f"{float(distance[k]):.3f} Å apart, closer than {min_distance_A:g} Å (--min-distance, min_distance_A)")
 
 
 def guard_problem(positions, velocities, cell, pbc, batch, temperature_K, min_distance_A: Optional[float],
@@ -116,7 +116,7 @@ def energy_jump(epot_eV: np.ndarray, previous_eV: np.ndarray, n_atoms: int, limi
         return None
     where = f" of replica {worst}" if len(jump) > 1 else ""
     return (f"the potential energy{where} changed by {jump[worst]:.3g} eV/atom "
-            f"(limit {limit:g} eV/atom, max_energy_jump_eV_per_atom)")
+            f"(limit {limit:g} eV/atom: --max-energy-jump, max_energy_jump_eV_per_atom)")
 
 
 @dataclass

@@ -5,7 +5,8 @@ from .guards import DEFAULT_MIN_DISTANCE_A
 
 def add_run_options(parser, unit: str, default_stride: int, log_columns: str, trajectory_flags=("--trajectory",)):
     """Add --log, the trajectory option, --stride, --restart, --restart-file, --restart-every,
-    --min-distance, --max-temperature and --quiet; ``unit`` is what one step is (``steps``, ``intervals``)."""
+    --min-distance, --max-temperature, --quiet, --frame, --use-velocities, --overwrite and --threads;
+    ``unit`` is what one step is (``steps``, ``intervals``)."""
     add = parser.add_argument
     add("--log", metavar="FILE.csv", help=f"CSV log: {log_columns}")
     add(*trajectory_flags, dest="trajectory", metavar="FILE",
@@ -21,6 +22,14 @@ def add_run_options(parser, unit: str, default_stride: int, log_columns: str, tr
     add("--max-temperature", metavar="K", type=float,
         help="stop when a replica gets hotter than this (default: max(3 T, canonical 1e-9 tail))")
     add("--quiet", action="store_true", help="no progress bar")
+    add("--frame", metavar="N", type=int,
+        help="frame of a structure file with several frames to start from (-1: the last); required for such files")
+    add("--use-velocities", action="store_true",
+        help="start from the velocities stored in the structure file (default: draw them at --temperature)")
+    from ..cli import add_overwrite_option, add_threads_option
+
+    add_overwrite_option(parser)
+    add_threads_option(parser)
 
 
 def run_options(args) -> dict:
@@ -30,4 +39,5 @@ def run_options(args) -> dict:
     return dict(log=args.log, trajectory=args.trajectory, stride=args.stride, restart=args.restart,
                 restart_file=args.restart_file or default_restart_file(args.log, args.trajectory, args.structure),
                 restart_every=args.restart_every, min_distance_A=args.min_distance,
-                max_temperature_K=args.max_temperature, progress=not args.quiet)
+                max_temperature_K=args.max_temperature, progress=not args.quiet, frame=args.frame,
+                use_velocities=args.use_velocities, overwrite=args.overwrite, threads=args.threads)

@@ -9,7 +9,8 @@
 - Trajectories: :class:`mlmd.dynamics.trajectory.TrajectoryWriter`.
 - On a guard trip the last good state of every replica goes to an extended XYZ.
 
-Every destination is checked before the first step, so a bad path costs no simulation.
+Every destination is checked before the first step, so a bad path costs no simulation, and an
+existing file is replaced only with ``overwrite`` or by the run that continues it.
 """
 
 import csv
@@ -126,6 +127,24 @@ def save_state_xyz(path: PathLike, atoms, positions_A: np.ndarray, velocities_A_
     return Path(path)
 
 
+def check_run_files(log: Optional[PathLike], trajectory: Optional[PathLike], restart_file: Optional[PathLike],
+                    state_file: Optional[PathLike], plot: bool, overwrite: bool = False, continued: bool = False):
+    """Check every file a run writes before its first step (:func:`mlmd.io.check_destination`); a continued
+    run may rewrite the files it continues. Returns ``(log, trajectory, restart_file, state_file, plot)`` Paths."""
+    if trajectory is not None and Path(trajectory).suffix.lower() not in TRAJECTORY_FORMATS:
+        raise MLMDError(f"trajectory {trajectory}: the extension picks the format; use one of "
+                        f"{', '.join(TRAJECTORY_FORMATS)} (DCD, XTC, mdtraj HDF5)")
+    replace = overwrite or continued
+    log = check_destination(log, "log", replace)
+    restart_file = check_destination(restart_file, "restart file", replace)
+    state_file = check_destination(state_file, "state file", replace)
+    plot_file = check_destination(log.with_suffix(".png"), "plot", replace) if plot and log is not None else None
+    trajectory = check_destination(trajectory, "trajectory", replace)
+    if trajectory is not None and trajectory.suffix.lower() != ".h5":
+        check_destination(trajectory.with_name(f"{trajectory.stem}_topology.pdb"), "trajectory topology", replace)
+    return log, trajectory, restart_file, state_file, plot_file
+
+
 class RunOutputs:
     """Log rows, trajectory frames, restart files, plot and last-good-state file of one run.
 
@@ -138,17 +157,9 @@ class RunOutputs:
                  log: Optional[PathLike] = None, trajectory: Optional[PathLike] = None,
                  restart_file: Optional[PathLike] = None, state_file: Optional[PathLike] = None,
                  plot_temperature_K: Optional[float] = None, restart: Optional[dict] = None,
-                 extra: Optional[dict] = None):
-        if trajectory is not None and Path(trajectory).suffix.lower() not in TRAJECTORY_FORMATS:
-            raise MLMDError(f"trajectory {trajectory}: the extension picks the format; use one of "
-                            f"{', '.join(TRAJECTORY_FORMATS)} (DCD, XTC, mdtraj HDF5)")
-        log = check_destination(log, "log")
-        self.restart_file = check_destination(restart_file, "restart file")
-        self.state_file = check_destination(state_file, "state file")
-        self.plot_file = None
-        if plot_temperature_K is not None and log is not None:
-            self.plot_file = check_destination(log.with_suffix(".png"), "plot")
-        trajectory = check_destination(trajectory, "trajectory")
+                 extra: Optional[dict] = None, overwrite: bool = False):
+        log, trajectory, self.restart_file, self.state_file, self.plot_file = check_run_files(
+            log, trajectory, restart_file, state_file, plot_temperature_K is not None, overwrite, restart is not None)
         self.atoms, self.replicas, self.restart_format = atoms, replicas, restart_format
         self.header = tuple(header)
         self.plot_temperature_K = plot_temperature_K
@@ -156,7 +167,14 @@ class RunOutputs:
         self.continued = restart is not None
         self.log = CsvLog(log, self.header, keep_until=None if restart is None else int(restart["step"]))
         keep = int(restart["trajectory_frames"]) if restart is not None else 0
-        self.writer = TrajectoryWriter(trajectory, atoms, replicas, keep) if trajectory is not None else None
+        try:
+            self.writer = TrajectoryWriter(trajectory, atoms, replicas, keep) if trajectory is not None else None
+        except RuntimeError as exc:  # HDF5 refuses a file another process holds open
+            self.log.close()
+            if "lock" not in str(exc).lower():
+                raise
+            raise InputFileError(f"cannot open the trajectory {trajectory}: another process holds it open (HDF5 "
+                                 "file lock); wait for that run to end or stop it, then continue") from None
 
     @property
     def rows(self) -> List[tuple]:

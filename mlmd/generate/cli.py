@@ -1,6 +1,7 @@
 """``mlmd generate``: labelled frames or reference trajectories of a named system."""
 
 import time
+from pathlib import Path
 from typing import List, Optional
 
 from ..cli import Command
@@ -40,7 +41,13 @@ def _add_arguments(parser) -> None:
                        help="CSVR rate 1/tau in 1/ps (default 1; 0 runs NVE velocity Verlet)")
     group.add_argument("--config", help="starting configuration of the system (default its first, e.g. bulk)")
     group.add_argument("--format", default="h5", choices=("h5", "xyz"), help="file format per run (default h5)")
+    parser.add_argument("--structure", action="store_true",
+                        help="write only the system's starting structure (one frame, no velocities, no labels) to "
+                        "-o, e.g. the START of `mlmd md`; --config picks the configuration")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    from ..cli import add_overwrite_option
+
+    add_overwrite_option(parser)
 
 
 def _parse_temperatures(text: Optional[str]) -> Optional[List[float]]:
@@ -64,10 +71,15 @@ def _run(args) -> int:
     if not args.system:
         raise MLMDError("name a system to generate, e.g. `mlmd generate ethanol`; `mlmd generate --list` lists them")
     start = time.perf_counter()
+    if args.structure:
+        return _write_structure(args)
     if args.trajectory:
         from .trajectories import generate_trajectories
 
         output = args.output or f"{args.system.lower()}-trajectories"
+        if Path(output).is_dir():
+            for k in range(max(args.runs, 0)):
+                check_destination(Path(output) / f"run-{k:03d}.{args.format}", "trajectory", args.overwrite)
         paths = generate_trajectories(
             args.system, output, runs=args.runs, steps=args.steps, timestep_fs=args.timestep,
             temperature_K=args.temperature, stride=args.stride or 1,
@@ -78,7 +90,7 @@ def _run(args) -> int:
         print(f"wrote {len(paths)} trajectories of {args.system} ({args.steps // (args.stride or 1) + 1} frames each) "
               f"to {output}/ in {elapsed:.1f} s")
         return 0
-    output = check_destination(args.output or f"{args.system.lower()}.xyz", "output file")
+    output = check_destination(args.output or f"{args.system.lower()}.xyz", "output file", args.overwrite)
     frames = generate(
         args.system,
         frames=args.frames,
@@ -98,8 +110,29 @@ def _run(args) -> int:
     return 0
 
 
+def _write_structure(args) -> int:
+    """``--structure``: the system's starting configuration as one extended XYZ frame."""
+    from ..io import drop_velocities, write_frames
+
+    key = args.system.lower()
+    if key not in SYSTEMS:
+        raise MLMDError(f"unknown system {args.system!r}; run `mlmd generate --list` for the systems")
+    configs = SYSTEMS[key].build()
+    chosen = [atoms for name, atoms in configs if args.config in (None, name)]
+    if not chosen:
+        raise MLMDError(f"the system has no configuration {args.config!r}; choose one of {[n for n, _ in configs]}")
+    output = check_destination(args.output or f"{key}.xyz", "output file", args.overwrite)
+    atoms = chosen[0].copy()
+    atoms.calc = None
+    drop_velocities(atoms)
+    write_frames(output, [atoms])
+    print(f"wrote the starting structure of {args.system} ({len(atoms)} atoms) to {output}")
+    return 0
+
+
 COMMAND = Command(
     name="generate",
+    example="mlmd generate ethanol --frames 1000 -o ethanol-data.xyz",
     help="make a labelled reference dataset with an ASE calculator",
     add_arguments=_add_arguments,
     run=_run,

@@ -49,6 +49,12 @@ def _add_arguments(parser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="batch: local processes (default 1)")
     parser.add_argument("--scheduler", help="batch: Dask scheduler address, e.g. tcp://host:8786")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.add_argument("--frame", metavar="N", type=int,
+                        help="frame of a START file with several frames (-1: the last); required for such files")
+    from ..cli import add_overwrite_option, add_threads_option
+
+    add_overwrite_option(parser)
+    add_threads_option(parser)
 
 
 def _indices(text, option):
@@ -91,12 +97,28 @@ def _settings(args):
 
 
 def _run(args) -> int:
-    from ..io import read_structure
+    from ..model import check_device, torch_threads
+
+    check_device(args.device, auto=True)
+    settings = _settings(args)
+    with torch_threads(args.threads):
+        try:
+            return _search(args, settings)
+        except (MLMDError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # whatever a user's calculator or model raises, at its first call or later
+            from ..dynamics.engine import one_line
+
+            raise MLMDError(f"the search stopped: the potential failed ({one_line(exc)}); check that it supports "
+                            "these elements and this structure") from exc
+
+
+def _search(args, settings) -> int:
+    from ..io import check_destination, read_structure
     from . import report
     from .batch import run_batch, write_table
     from .search import search_with_settings
 
-    settings = _settings(args)
     if len(args.start) > 1:
         if args.output or args.json or args.mode_output or args.plot:
             raise MLMDError("with several STARTs the outputs are named START_saddle.*; use --table for the summary")
@@ -106,6 +128,9 @@ def _run(args) -> int:
             tasks.append({"start": start, "calculator": args.calculator, "model": args.model, "settings": settings,
                           "structure": f"{stem}_saddle.xyz", "mode": f"{stem}_saddle_mode.txt",
                           "plot": f"{stem}_saddle.png", "json": f"{stem}_saddle.json"})
+            for kind in ("structure", "mode", "plot", "json"):
+                check_destination(tasks[-1][kind], f"saddle {kind} file", args.overwrite)
+        check_destination(args.table or "saddle_summary.csv", "summary table", args.overwrite)
 
         def done(row):
             if not args.quiet:
@@ -121,13 +146,16 @@ def _run(args) -> int:
 
     start = args.start[0]
     stem = Path(start).with_suffix("")
-    atoms = read_structure(start)
-    began = time.perf_counter()
-    result = search_with_settings(atoms, settings, calculator=args.calculator, model=args.model,
-                                  log=None if args.quiet else print)
+    atoms = read_structure(start, args.frame)
     output = args.output or f"{stem}_saddle.xyz"
     mode_output = args.mode_output or f"{stem}_saddle_mode.txt"
     plot = args.plot or f"{stem}_saddle.png"
+    for path, what in ((output, "saddle structure file"), (mode_output, "mode file"), (plot, "plot"),
+                       (args.json, "JSON summary")):
+        check_destination(path, what, args.overwrite)
+    began = time.perf_counter()
+    result = search_with_settings(atoms, settings, calculator=args.calculator, model=args.model,
+                                  log=None if args.quiet else print)
     report.write_structure(result, output)
     report.write_mode(result, mode_output)
     report.write_plot(result, plot, title=f"{Path(start).name}: {result.method}")
@@ -146,6 +174,7 @@ def _run(args) -> int:
 
 COMMAND = Command(
     name="saddle",
+    example="mlmd saddle start.xyz --calculator emt --method ot-gp-dimer --json saddle.json --relax",
     help="find a saddle point (GP-dimer, OT-GP-dimer or dimer) from a starting structure",
     add_arguments=_add_arguments,
     run=_run,

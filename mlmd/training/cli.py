@@ -2,7 +2,7 @@
 
 import os
 
-from ..cli import Command
+from ..cli import Command, add_overwrite_option, add_threads_option
 from ..errors import MLMDError
 
 
@@ -12,14 +12,22 @@ def add_train_arguments(parser) -> None:
                         help="continue from checkpoint.pt in the output directory, exactly where it stopped")
     parser.add_argument("--epochs", type=int, help="total number of epochs (overrides training.epochs)")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines and no progress bar")
+    add_threads_option(parser)
 
 
 def run_train(args) -> int:
+    from ..model import check_threads
+    from .config import load_config
     from .trainer import train
 
     if args.epochs is not None and args.epochs < 1:
         raise MLMDError(f"--epochs must be at least 1, got {args.epochs}")
-    result = train(args.config, resume=args.resume, epochs=args.epochs, verbose=not args.quiet,
+    config = args.config
+    if args.threads is not None:  # the trainer applies training.num_threads; --threads overrides it
+        threads = check_threads(args.threads)
+        config = load_config(config)
+        config["training"]["num_threads"] = threads
+    result = train(config, resume=args.resume, epochs=args.epochs, verbose=not args.quiet,
                    progress=False if args.quiet else None)
     if not args.quiet and int(os.environ.get("RANK", "0")) == 0:
         print(f"checkpoint: {result.checkpoint}\nbest weights (epoch {result.best_epoch}): {result.best_checkpoint}")
@@ -31,18 +39,20 @@ def add_export_arguments(parser) -> None:
     parser.add_argument("-o", "--output", required=True, help="model file to write, e.g. model.pt")
     parser.add_argument("--best", action="store_true",
                         help="export the EMA weights of the best validation epoch instead of the last")
+    add_overwrite_option(parser)
 
 
 def run_export(args) -> int:
     from .export import export_checkpoint
 
-    path = export_checkpoint(args.checkpoint, args.output, best=args.best)
+    path = export_checkpoint(args.checkpoint, args.output, best=args.best, overwrite=args.overwrite)
     print(f"wrote {path}")
     return 0
 
 
 COMMAND = Command(
     name="train",
+    example="mlmd train train.toml   (then: mlmd export training/best.pt -o model.pt)",
     help="train a model family on a labelled dataset from a JSON/TOML config",
     add_arguments=add_train_arguments,
     run=run_train,
@@ -50,6 +60,7 @@ COMMAND = Command(
 
 EXPORT_COMMAND = Command(
     name="export",
+    example="mlmd export training/best.pt -o model.pt",
     help="turn a training checkpoint into a model file every engine loads",
     add_arguments=add_export_arguments,
     run=run_export,

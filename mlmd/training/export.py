@@ -9,13 +9,17 @@ from .models import build_model, default_dtype
 
 
 def export_checkpoint(checkpoint: Union[str, os.PathLike], output: Union[str, os.PathLike], best: bool = False,
-                      **metadata: Any):
+                      overwrite: bool = False, **metadata: Any):
     """Write the EMA weights of a training checkpoint (``best``: those of the best
     validation epoch) as an exported model file; returns its path. ``metadata``
-    goes into the model file's metadata beside the standard keys."""
+    goes into the model file's metadata beside the standard keys. An existing
+    ``output`` is replaced only with ``overwrite`` (checked before any work)."""
     import torch
 
+    from ..io import check_destination
     from ..model import export_model
+
+    check_destination(output, "model file", overwrite)
 
     data = load_checkpoint(checkpoint)
     if best and data.get("kind") != "best":
