@@ -47,7 +47,7 @@ directory = "run"
     assert np.isfinite(structure.get_potential_energy()) and np.abs(forces).max() > 1e-3
     np.testing.assert_allclose(forces.sum(axis=0), 0.0, atol=1e-9)
 
-    result = mlmd_cli("md", data, "--model", tmp_path / "cu.pt", "--steps", "20", "--stride", "5",
+    result = mlmd_cli("md", data, "--frame", "0", "--model", tmp_path / "cu.pt", "--steps", "20", "--stride", "5",
                       "--temperature", "300", "--log", tmp_path / "md.csv", "--trajectory", tmp_path / "md.h5")
     assert result.returncode == 0, result.stderr
     with open(tmp_path / "md.csv") as stream:
