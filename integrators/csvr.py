@@ -14,7 +14,9 @@ left alone (α = 1). The R_i are the first N_f components of the step's noise
 N_f is an explicit argument (``dof``) of every piece here; callers pass
 :func:`integrators.state.degrees_of_freedom`: 3 × free atoms less the state's ``constrained_dof``
 (total momentum, and angular momentum of an isolated molecule, when they start at zero). One scalar
-α per replica turns Σ m v into α Σ m v and L into α L, so components that start at zero stay at zero.
+α per replica turns Σ m v into α Σ m v and L into α L, so components that start at zero stay at zero; rounding would not (a residual is multiplied by every α, a
+product that wanders over orders of magnitude), so a step ends with
+:func:`integrators.state.remove_conserved_motion` on replicas with ``constrained_dof > 0``.
 
 Registered scheme ``csvr``: half a rescale (Δt = h/2, noise stream 0), a velocity-Verlet step, half a
 rescale (stream 1, noise of the next step). The forecast rollout (:mod:`integrators.rollout`) rescales
@@ -26,7 +28,8 @@ from torch import Tensor
 
 from . import register_integrator
 from .splitting import per_atom, step_noise
-from .state import EnergyForces, MDState, SystemState, degrees_of_freedom, kinetic_energy
+from .state import (EnergyForces, MDState, SystemState, degrees_of_freedom, kinetic_energy,
+                    remove_conserved_motion)
 from .verlet import velocity_verlet_step
 
 
@@ -77,7 +80,10 @@ def csvr_rescale(state: SystemState, duration: float, stream: int, dof: Tensor) 
 
 @register_integrator("csvr", conserves_momentum=True)
 def csvr_step(state: MDState, energy_forces: EnergyForces, timestep: float) -> MDState:
-    """Half CSVR rescale, velocity Verlet, half CSVR rescale."""
+    """Half CSVR rescale, velocity Verlet, half CSVR rescale (then the conserved components set to zero)."""
     state = csvr_rescale(state, 0.5 * timestep, stream=0, dof=degrees_of_freedom(state))
     state = velocity_verlet_step(state, energy_forces, timestep)
-    return csvr_rescale(state, 0.5 * timestep, stream=1, dof=degrees_of_freedom(state))
+    state = csvr_rescale(state, 0.5 * timestep, stream=1, dof=degrees_of_freedom(state))
+    if bool((state.constrained_dof > 0).any()):
+        state = remove_conserved_motion(state)
+    return state

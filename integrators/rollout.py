@@ -26,8 +26,8 @@ Conserved components: a forecaster conserves nothing exactly, so for a replica w
 ``constrained_dof`` is set (a start at zero total momentum, 3; and zero angular momentum
 of an isolated molecule, 3 more, 2 for a diatomic; see
 :func:`integrators.state.conserved_components`) every interval removes them from the
-forecast velocities before the thermostat: v ← v - V_com (mass-weighted mean), then
-v ← v - ω × (r - R_com) with ω = I⁺ L. CSVR's one scale factor keeps them at zero, and
+forecast velocities before the thermostat
+(:func:`integrators.state.remove_conserved_motion`). CSVR's one scale factor keeps them at zero, and
 N_f = 3N - ``constrained_dof`` counts only the components that carry kinetic energy.
 """
 
@@ -39,8 +39,8 @@ from torch import Tensor
 
 from .csvr import csvr_rescale
 from .splitting import next_step
-from .state import (SystemState, angular_momentum, centre_of_mass_offsets, degrees_of_freedom, inertia_tensor,
-                    kinetic_energy, kinetic_kT, replica_sum)  # kinetic_energy, kinetic_kT: re-exported
+from .state import (SystemState, degrees_of_freedom, kinetic_energy, kinetic_kT,  # the last two: re-exported
+                    remove_conserved_motion)
 
 # The forecaster contract: (positions, atomic_numbers, cell, pbc, batch, velocities)
 #   -> {"displacement": [N,3], "velocities": [N,3]}
@@ -104,19 +104,6 @@ def init(positions: Tensor, velocities: Tensor, masses: Tensor, atomic_numbers: 
     return RolloutState.create(wrapped, masses, atomic_numbers, cell, pbc, batch, kT, friction, seeds,
                                velocities=velocities, fixed=fixed, constrained_dof=constrained_dof, images=images,
                                inverse_basis=inverse_basis)
-
-
-def remove_conserved_motion(state: RolloutState) -> RolloutState:
-    """The state with the total momentum (replicas with ``constrained_dof >= 3``) and then the rigid
-    rotation (``constrained_dof > 3``, isolated replicas) removed from the velocities."""
-    translate = (state.constrained_dof >= 3)[state.batch].unsqueeze(1)
-    rotate = (state.constrained_dof > 3)[state.batch].unsqueeze(1)
-    masses = state.masses.unsqueeze(1)
-    drift_velocity = replica_sum(state, masses * state.velocities) / replica_sum(state, state.masses).unsqueeze(1)
-    velocities = torch.where(translate, state.velocities - drift_velocity[state.batch], state.velocities)
-    spin = torch.linalg.pinv(inertia_tensor(state)) @ angular_momentum(state, velocities).unsqueeze(2)
-    rigid = torch.cross(spin.squeeze(2)[state.batch], centre_of_mass_offsets(state), dim=1)
-    return state.replace(velocities=torch.where(rotate, velocities - rigid, velocities))
 
 
 def thermostat(state: RolloutState, duration: float) -> RolloutState:

@@ -244,3 +244,21 @@ def maxwell_boltzmann_velocities(state: SystemState, stream: int = MAXWELL_BOLTZ
                         dtype=state.positions.dtype)
     sigma = torch.sqrt(state.kT[state.batch] / state.masses).unsqueeze(1)
     return torch.where(state.fixed.unsqueeze(1), torch.zeros_like(xi), sigma * xi)
+
+
+def remove_conserved_motion(state: SystemState) -> SystemState:
+    """The state with the total momentum (replicas with ``constrained_dof >= 3``) and then the rigid
+    rotation (``constrained_dof > 3``, isolated replicas) removed from the velocities:
+    v ← v - V_com (the mass-weighted mean), then v ← v - ω × (r - R_com) with ω = I⁺ L.
+
+    Schemes that conserve these only up to rounding apply it so that rounding cannot grow: CSVR
+    multiplies a residual L by every step's α, a product that wanders over orders of magnitude."""
+    translate = (state.constrained_dof >= 3)[state.batch].unsqueeze(1)
+    rotate = (state.constrained_dof > 3)[state.batch].unsqueeze(1)
+    masses = state.masses.unsqueeze(1)
+    drift_velocity = replica_sum(state, masses * state.velocities) / replica_sum(state, state.masses).unsqueeze(1)
+    velocities = torch.where(translate, state.velocities - drift_velocity[state.batch], state.velocities)
+    inverse_inertia = torch.linalg.pinv(inertia_tensor(state), rtol=1e-10, hermitian=True)
+    spin = inverse_inertia @ angular_momentum(state, velocities).unsqueeze(2)
+    rigid = torch.cross(spin.squeeze(2)[state.batch], centre_of_mass_offsets(state), dim=1)
+    return state.replace(velocities=torch.where(rotate, velocities - rigid, velocities))
