@@ -5,6 +5,11 @@
 :func:`register_integrator`; schemes from other distributions plug in through the
 ``mlmd.integrators`` entry-point group.
 
+``MOMENTUM_CONSERVING`` names the schemes that keep total momentum (and, for an isolated system,
+angular momentum) exactly when the forces do: velocity Verlet and CSVR (one scalar rescale per
+replica). Only for those do conserved components leave the degrees of freedom
+(:func:`integrators.state.conserved_components`); a scheme from another distribution counts all.
+
 Layout (units Å, fs, eV, masses in eV·fs²/Å², kT in eV):
 
 - ``state.py``: the state hierarchy (``SystemState`` → ``MDState``, ``RolloutState``), its one
@@ -18,16 +23,20 @@ Layout (units Å, fs, eV, masses in eV·fs²/Å², kT in eV):
 
 from importlib import import_module
 from importlib.metadata import entry_points
-from typing import Callable, Dict
+from typing import Callable, Dict, Set
 
 INTEGRATORS: Dict[str, Callable] = {}
+MOMENTUM_CONSERVING: Set[str] = set()
 
 
-def register_integrator(name: str):
-    """Decorator: make ``step`` available as ``INTEGRATORS[name]``."""
+def register_integrator(name: str, conserves_momentum: bool = False):
+    """Decorator: make ``step`` available as ``INTEGRATORS[name]`` (and in ``MOMENTUM_CONSERVING`` when
+    ``conserves_momentum``: the step changes Σ m v and Σ m r × v only through the forces)."""
 
     def decorate(step: Callable) -> Callable:
         INTEGRATORS[name] = step
+        if conserves_momentum:
+            MOMENTUM_CONSERVING.add(name)
         return step
 
     return decorate

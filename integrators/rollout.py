@@ -21,6 +21,14 @@ with seed s repeats a single run with seed s. Units as in
 
 Fixed atoms (``fixed``) neither move nor carry velocity, whatever the
 forecaster says.
+
+Conserved components: a forecaster conserves nothing exactly, so for a replica whose
+``constrained_dof`` is set (a start at zero total momentum, 3; and zero angular momentum
+of an isolated molecule, 3 more, 2 for a diatomic; see
+:func:`integrators.state.conserved_components`) every interval removes them from the
+forecast velocities before the thermostat
+(:func:`integrators.state.remove_conserved_motion`). CSVR's one scale factor keeps them at zero, and
+N_f = 3N - ``constrained_dof`` counts only the components that carry kinetic energy.
 """
 
 from dataclasses import dataclass
@@ -31,7 +39,8 @@ from torch import Tensor
 
 from .csvr import csvr_rescale
 from .splitting import next_step
-from .state import SystemState, degrees_of_freedom, kinetic_energy, kinetic_kT  # the last two: re-exported
+from .state import (SystemState, degrees_of_freedom, kinetic_energy, kinetic_kT,  # the last two: re-exported
+                    remove_conserved_motion)
 
 # The forecaster contract: (positions, atomic_numbers, cell, pbc, batch, velocities)
 #   -> {"displacement": [N,3], "velocities": [N,3]}
@@ -85,14 +94,16 @@ def wrap(positions: Tensor, cell: Tensor, pbc: Tensor, batch: Tensor, inverse_ba
 
 
 def init(positions: Tensor, velocities: Tensor, masses: Tensor, atomic_numbers: Tensor, cell: Tensor, pbc: Tensor,
-         batch: Tensor, kT, friction, seeds, fixed: Tensor = None) -> RolloutState:
+         batch: Tensor, kT, friction, seeds, fixed: Tensor = None, constrained_dof=0) -> RolloutState:
     """Build a rollout state (:meth:`integrators.state.SystemState.create`); scalars ``kT`` (eV),
-    ``friction`` (1/fs) and ``seeds`` are broadcast to every replica. Positions are wrapped into the cell."""
+    ``friction`` (1/fs), ``seeds`` and ``constrained_dof`` are broadcast to every replica. Positions are
+    wrapped into the cell."""
     cell = cell.to(positions.dtype)
     inverse_basis = wrapping_basis(cell, pbc)
     wrapped, images = wrap(positions, cell, pbc, batch, inverse_basis)
     return RolloutState.create(wrapped, masses, atomic_numbers, cell, pbc, batch, kT, friction, seeds,
-                               velocities=velocities, fixed=fixed, images=images, inverse_basis=inverse_basis)
+                               velocities=velocities, fixed=fixed, constrained_dof=constrained_dof, images=images,
+                               inverse_basis=inverse_basis)
 
 
 def thermostat(state: RolloutState, duration: float) -> RolloutState:
@@ -110,10 +121,12 @@ def step(state: RolloutState, forecaster: Forecaster, interval: float) -> Rollou
     velocities = torch.where(keep, torch.zeros_like(velocities), velocities)
     positions, shift = wrap(state.positions + displacement, state.cell, state.pbc, state.batch, state.inverse_basis)
     moved = state.replace(positions=positions, velocities=velocities, images=state.images + shift)
+    if bool((state.constrained_dof > 0).any()):
+        moved = remove_conserved_motion(moved)
     if bool((state.friction > 0).any()):
         moved = thermostat(moved, interval)
     return next_step(moved)
 
 
 __all__ = ["Forecaster", "RolloutState", "init", "kinetic_energy", "degrees_of_freedom", "step", "kinetic_kT",
-           "thermostat", "wrap", "wrapping_basis"]
+           "remove_conserved_motion", "thermostat", "wrap", "wrapping_basis"]

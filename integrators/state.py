@@ -6,7 +6,8 @@ One hierarchy:
   cell, pbc, the replica index ``batch``, the fixed-atom mask, the thermostat settings (``kT``,
   ``friction``, noise ``seeds``) and the step counter. :meth:`SystemState.create` is the one
   constructor path (broadcasts per-replica scalars, zeroes the velocities of fixed atoms, numbers
-  the atoms inside each replica).
+  the atoms inside each replica) and ``constrained_dof``, the components of the velocities each
+  replica keeps at zero (see :func:`degrees_of_freedom`).
 - :class:`MDState`: driven by a potential, adds the potential ``energy`` and ``forces`` at
   ``positions``; built by :func:`init_state`, advanced by every scheme in ``integrators.INTEGRATORS``.
 - :class:`integrators.rollout.RolloutState`: driven by a trajectory forecaster, adds the
@@ -56,6 +57,7 @@ class SystemState:
     fixed: Tensor  # [N] bool, atoms that never move
     seeds: Tensor  # [B] int64, per-replica noise seed
     local_index: Tensor  # [N] index of each atom inside its replica
+    constrained_dof: Tensor  # [B] int64, velocity components kept at zero (total / angular momentum)
     step: int = field(default=0, kw_only=True)  # steps taken; with the seed it fixes the noise of the next step
 
     @property
@@ -68,10 +70,12 @@ class SystemState:
 
     @classmethod
     def create(cls, positions: Tensor, masses: Tensor, atomic_numbers: Tensor, cell: Tensor, pbc: Tensor,
-               batch: Tensor, kT, friction, seeds, velocities: Tensor = None, fixed: Tensor = None, **fields):
-        """A state of class ``cls``. Scalars ``kT`` (eV), ``friction`` (1/fs) and ``seeds`` are broadcast
-        to every replica; velocities default to zero and are zeroed on fixed atoms; masses, cell and
-        velocities take the dtype of ``positions``. ``fields`` are the subclass's own fields."""
+               batch: Tensor, kT, friction, seeds, velocities: Tensor = None, fixed: Tensor = None,
+               constrained_dof=0, **fields):
+        """A state of class ``cls``. Scalars ``kT`` (eV), ``friction`` (1/fs), ``seeds`` and
+        ``constrained_dof`` are broadcast to every replica; velocities default to zero and are zeroed on
+        fixed atoms; masses, cell and velocities take the dtype of ``positions``. ``fields`` are the
+        subclass's own fields."""
         n_replicas = cell.shape[0]
         dtype, device = positions.dtype, positions.device
 
@@ -96,6 +100,7 @@ class SystemState:
             fixed=fixed,
             seeds=per_replica(seeds, torch.int64),
             local_index=torch.arange(positions.shape[0], device=device) - first[batch],
+            constrained_dof=per_replica(constrained_dof, torch.int64),
             **fields,
         )
 
@@ -149,13 +154,82 @@ def kinetic_energy(state: SystemState) -> Tensor:
 
 
 def degrees_of_freedom(state: SystemState) -> Tensor:
-    """N_f = 3 × free atoms per replica ``[B]``.
+    """N_f = 3 × free atoms - ``constrained_dof`` per replica ``[B]`` (never below 0).
 
-    Known bug (issue 14): a run started with zero total momentum (and, for an isolated molecule, zero
-    angular momentum) keeps those 3 (or 6) components at zero, so the true N_f is 3N - 3 (or 3N - 6);
-    the temperatures and the CSVR target computed from this count then run hot by up to 3N/(3N-6)."""
+    A run that starts with zero total momentum under a momentum-conserving scheme keeps those 3
+    components at zero, and an isolated molecule started with zero angular momentum 3 more (2 for a
+    diatomic): they carry no kinetic energy, so they must not count (issue 14). Whoever builds the
+    state sets ``constrained_dof`` (:func:`conserved_components` finds it)."""
     free = (~state.fixed).to(state.positions.dtype) * 3.0
-    return torch.zeros(state.n_replicas, dtype=free.dtype, device=free.device).index_add(0, state.batch, free)
+    total = torch.zeros(state.n_replicas, dtype=free.dtype, device=free.device).index_add(0, state.batch, free)
+    return (total - state.constrained_dof.to(free.dtype)).clamp(min=0.0)
+
+
+def replica_sum(state: SystemState, values: Tensor) -> Tensor:
+    """Σ over the atoms of each replica of per-atom ``values`` (``[N]`` or ``[N,k]`` -> ``[B]`` or ``[B,k]``)."""
+    return torch.zeros((state.n_replicas,) + values.shape[1:], dtype=values.dtype,
+                       device=values.device).index_add(0, state.batch, values)
+
+
+def centre_of_mass_offsets(state: SystemState) -> Tensor:
+    """r_i - R_com of each replica ``[N,3]`` (Å), from ``positions`` as held (unwrapped for isolated replicas)."""
+    mass = replica_sum(state, state.masses)
+    centre = replica_sum(state, state.masses.unsqueeze(1) * state.positions) / mass.unsqueeze(1)
+    return state.positions - centre[state.batch]
+
+
+def angular_momentum(state: SystemState, velocities: Tensor = None) -> Tensor:
+    """L = Σ m (r - R_com) × v per replica ``[B,3]`` (eV·fs), of ``velocities`` (default the state's)."""
+    velocities = state.velocities if velocities is None else velocities
+    offsets = centre_of_mass_offsets(state)
+    return replica_sum(state, state.masses.unsqueeze(1) * torch.cross(offsets, velocities, dim=1))
+
+
+def inertia_tensor(state: SystemState) -> Tensor:
+    """I = Σ m (|r|² 1 - r rᵀ) about each replica's centre of mass ``[B,3,3]`` (eV·fs²)."""
+    r = centre_of_mass_offsets(state)
+    eye = torch.eye(3, dtype=r.dtype, device=r.device)
+    per_atom = (r * r).sum(1)[:, None, None] * eye - r.unsqueeze(2) * r.unsqueeze(1)
+    return replica_sum(state, state.masses[:, None, None] * per_atom)
+
+
+def rotations(n_atoms: Tensor) -> Tensor:
+    """Rotational components of an isolated replica of ``n_atoms``: 0 for one atom, 2 for two (a diatomic
+    stays on its line), 3 otherwise (a chain of three or more atoms bends, even if it starts straight)."""
+    return torch.where(n_atoms >= 3, 3, torch.where(n_atoms == 2, 2, 0))
+
+
+def conserved_components(state: SystemState, forces: Tensor = None) -> Tensor:
+    """``[B]`` int64: how many velocity components a momentum-conserving scheme keeps at zero from this
+    state on (the ``constrained_dof`` to set when the scheme conserves momentum).
+
+    3 (total momentum) when the replica has no fixed atom and Σ m v = 0; plus, for an isolated replica
+    (no periodic direction), :func:`rotations` when also L = 0. With ``forces`` (the potential's at
+    ``positions``) the potential must also be invariant there: Σ F = 0 (and Σ r × F = 0 for L), else
+    nothing counts. "Zero" is relative: |Σ m v| ≤ ε sqrt(M · 2K), |L| ≤ ε sqrt(Σ m r² · 2K) with
+    ε = sqrt(machine epsilon) (so a state at rest counts), |Σ F| ≤ 1e-5 Σ |F| (float32 models)."""
+    dtype = state.positions.dtype
+    epsilon = torch.finfo(dtype).eps ** 0.5
+    free = (~state.fixed).to(torch.int64)
+    n_atoms = replica_sum(state, free)
+    no_fixed = replica_sum(state, state.fixed.to(torch.int64)) == 0
+    mass_v = state.masses.unsqueeze(1) * state.velocities
+    twice_kinetic = replica_sum(state, (mass_v * state.velocities).sum(1))
+    momentum = replica_sum(state, mass_v).norm(dim=1)
+    still = momentum <= epsilon * torch.sqrt(replica_sum(state, state.masses) * twice_kinetic)
+    offsets = centre_of_mass_offsets(state)
+    spread = replica_sum(state, state.masses * (offsets * offsets).sum(1))
+    not_turning = angular_momentum(state).norm(dim=1) <= epsilon * torch.sqrt(spread * twice_kinetic)
+    if forces is not None:
+        forces = forces.to(dtype)
+        size = replica_sum(state, forces.norm(dim=1))
+        still = still & (replica_sum(state, forces).norm(dim=1) <= 1e-5 * size)
+        torque = replica_sum(state, torch.cross(offsets, forces, dim=1)).norm(dim=1)
+        not_turning = not_turning & (torque <= 1e-5 * replica_sum(state, offsets.norm(dim=1) * forces.norm(dim=1)))
+    translation = torch.where(no_fixed & still, 3, 0)
+    isolated = ~state.pbc.any(dim=1)
+    rotation = torch.where((translation > 0) & isolated & not_turning, rotations(n_atoms), 0)
+    return (translation + rotation).to(torch.int64)
 
 
 def kinetic_kT(state: SystemState) -> Tensor:
@@ -170,3 +244,21 @@ def maxwell_boltzmann_velocities(state: SystemState, stream: int = MAXWELL_BOLTZ
                         dtype=state.positions.dtype)
     sigma = torch.sqrt(state.kT[state.batch] / state.masses).unsqueeze(1)
     return torch.where(state.fixed.unsqueeze(1), torch.zeros_like(xi), sigma * xi)
+
+
+def remove_conserved_motion(state: SystemState) -> SystemState:
+    """The state with the total momentum (replicas with ``constrained_dof >= 3``) and then the rigid
+    rotation (``constrained_dof > 3``, isolated replicas) removed from the velocities:
+    v ← v - V_com (the mass-weighted mean), then v ← v - ω × (r - R_com) with ω = I⁺ L.
+
+    Schemes that conserve these only up to rounding apply it so that rounding cannot grow: CSVR
+    multiplies a residual L by every step's α, a product that wanders over orders of magnitude."""
+    translate = (state.constrained_dof >= 3)[state.batch].unsqueeze(1)
+    rotate = (state.constrained_dof > 3)[state.batch].unsqueeze(1)
+    masses = state.masses.unsqueeze(1)
+    drift_velocity = replica_sum(state, masses * state.velocities) / replica_sum(state, state.masses).unsqueeze(1)
+    velocities = torch.where(translate, state.velocities - drift_velocity[state.batch], state.velocities)
+    inverse_inertia = torch.linalg.pinv(inertia_tensor(state), rtol=1e-10, hermitian=True)
+    spin = inverse_inertia @ angular_momentum(state, velocities).unsqueeze(2)
+    rigid = torch.cross(spin.squeeze(2)[state.batch], centre_of_mass_offsets(state), dim=1)
+    return state.replace(velocities=torch.where(rotate, velocities - rigid, velocities))

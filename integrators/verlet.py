@@ -10,7 +10,7 @@ from .splitting import drift, kick, next_step
 from .state import EnergyForces, MDState, compute_forces
 
 
-@register_integrator("verlet")
+@register_integrator("verlet", conserves_momentum=True)
 def velocity_verlet_step(state: MDState, energy_forces: EnergyForces, timestep: float) -> MDState:
     """One velocity-Verlet step (energy-conserving, no thermostat)."""
     half = 0.5 * timestep

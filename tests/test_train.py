@@ -359,3 +359,19 @@ def test_wall_clock_budget_stops_after_the_epoch_that_spends_it(data_file, tmp_p
     resumed = train(make_config(data_file, tmp_path / "budget", epochs=5, max_time_min=1e-6), resume=True,
                     verbose=False, progress=False)
     assert resumed.epoch == 2
+
+
+def test_quiet_command_prints_why_training_stopped(data_file, tmp_path, capsys):
+    """The summary line names the stop reason even with --quiet: the budget, then the configured epochs."""
+    from mlmd.cli import main
+
+    config = make_config(data_file, tmp_path / "reason", epochs=2, max_time_min=1e-6)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert main(["train", str(tmp_path / "config.json"), "--quiet"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines == ["training stopped after epoch 1 (budget reached); best epoch 1"]
+    config["training"]["max_time_min"] = None
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert main(["train", str(tmp_path / "config.json"), "--resume", "--quiet"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("training stopped after epoch 2 (epochs done)")
+    assert json.loads((tmp_path / "reason" / "summary.json").read_text())["stop_reason"] == "epochs done"

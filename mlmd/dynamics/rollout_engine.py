@@ -4,7 +4,13 @@ One engine step is one forecast interval τ_f (the forecaster's ``interval_fs``)
 Positions are wrapped into the cell along periodic directions inside the engine;
 snapshots carry the unwrapped positions for trajectories. CSVR couples once per
 interval with relaxation time ``tau_fs`` (``thermostat="none"``: no coupling).
-``T = 2 E_kin / (N_dof k_B)`` as :func:`integrators.rollout.kinetic_kT` counts it.
+``T = 2 E_kin / (N_dof k_B)`` as :func:`integrators.rollout.kinetic_kT` counts it: a start with
+zero total momentum (no fixed atoms) removes 3 components, and zero angular momentum of an
+isolated molecule 3 more (2 for a diatomic) (:func:`integrators.state.conserved_components`);
+the rollout then keeps them at zero every interval (:func:`integrators.rollout.remove_conserved_motion`).
+The count is fixed at the start and stored in restart files. Velocities drawn by mlmd's sampler
+carry momentum, so only a structure given with momentum-free velocities (a frame of a reference
+trajectory) counts fewer.
 An optional energy monitor (:func:`mlmd.dynamics.potential.energy_monitor`) fills ``epot_eV``.
 """
 
@@ -96,6 +102,7 @@ class RolloutEngine(StateEngine):
     def __init__(self, atoms, forecaster: LoadedForecaster, settings: ForecastSettings,
                  restart: Optional[dict] = None, monitor: Optional[Callable] = None):
         from integrators import rollout
+        from integrators.state import conserved_components
 
         if settings.thermostat not in THERMOSTATS:
             raise MLMDError(f"unknown thermostat {settings.thermostat!r}; choose one of {', '.join(THERMOSTATS)}")
@@ -111,7 +118,11 @@ class RolloutEngine(StateEngine):
             for _ in range(WARM_UP_CALLS):  # TorchScript's first calls run unoptimised graphs
                 forecaster.call(state.positions, state.atomic_numbers, state.cell, state.pbc, state.batch,
                                 state.velocities)
-        self.state = state
+        if restart is not None and "constrained_dof" in restart:
+            constrained = restart["constrained_dof"].to(device)
+        else:  # a fresh start (or a restart file written before the count was stored)
+            constrained = conserved_components(state)
+        self.state = state.replace(constrained_dof=constrained)
 
     def step_once(self, state):
         return rollout_step(state, self.forecaster)
@@ -138,7 +149,7 @@ class RolloutEngine(StateEngine):
 
     def payload(self, point) -> dict:
         return {"step": point.step, "positions": point.positions.cpu(), "velocities": point.velocities.cpu(),
-                "images": point.images.cpu()}
+                "images": point.images.cpu(), "constrained_dof": point.constrained_dof.cpu()}
 
 
 def single_replica_state(positions_A, velocities_A_per_fs, masses_amu, numbers, cell_A, pbc, fixed,

@@ -3,7 +3,13 @@
 The potential is the model contract (an exported model on CPU or CUDA) or an ASE
 calculator behind the same callable (:class:`mlmd.dynamics.potential.CalculatorPotential`),
 so every scheme works with every calculator. ``T = 2 E_kin / (N_dof k_B)`` with
-``N_dof = 3 N_free`` per replica (fixed atoms excluded).
+``N_dof = 3 N_free - constrained`` per replica (fixed atoms excluded): under a
+momentum-conserving scheme (``integrators.MOMENTUM_CONSERVING``: ``verlet``, ``csvr``) a
+replica that starts with zero total momentum and forces summing to zero keeps 3 components at
+zero, an isolated one started also with zero angular momentum 3 more (2 for a diatomic)
+(:func:`integrators.state.conserved_components`); CSVR thermostats only the rest. The count is
+fixed at the start and stored in restart files. Velocities drawn by mlmd's sampler carry
+momentum, so only a structure given with momentum-free velocities counts fewer.
 """
 
 from typing import Callable, Optional
@@ -41,7 +47,8 @@ class TorchEngine(StateEngine):
         return cls(atoms, energy_forces, settings, restart)
 
     def __init__(self, atoms, energy_forces: Callable, settings: MDSettings, restart: Optional[dict] = None):
-        from integrators.state import init_state
+        from integrators import MOMENTUM_CONSERVING
+        from integrators.state import conserved_components, init_state
 
         self.step_function = integrators_of(self)[settings.integrator]
         self.energy_forces = energy_forces
@@ -58,7 +65,13 @@ class TorchEngine(StateEngine):
                     energy_forces(state.positions, state.atomic_numbers, state.cell, state.pbc, state.batch)
             state = state.replace(energy=restart["energy"].to(device), forces=restart["forces"].to(device),
                                   step=int(restart["step"]))
-        self.state = state
+        if settings.integrator not in MOMENTUM_CONSERVING:
+            constrained = torch.zeros_like(state.constrained_dof)
+        elif restart is not None and "constrained_dof" in restart:
+            constrained = restart["constrained_dof"].to(device)
+        else:  # a fresh start (or a restart file written before the count was stored)
+            constrained = conserved_components(state, state.forces)
+        self.state = state.replace(constrained_dof=constrained)
 
     def step_once(self, state):
         try:
@@ -85,4 +98,5 @@ class TorchEngine(StateEngine):
 
     def payload(self, point) -> dict:
         return {"engine": "torch", "step": point.step,
-                **{key: getattr(point, key).detach().cpu() for key in ("positions", "velocities", "energy", "forces")}}
+                **{key: getattr(point, key).detach().cpu()
+                   for key in ("positions", "velocities", "energy", "forces", "constrained_dof")}}

@@ -4,7 +4,10 @@
 seeded Maxwell-Boltzmann velocities (zero total momentum, and zero angular momentum
 for molecules), driven by the reference calculator through :mod:`integrators` with
 the CSVR thermostat (relaxation time ``tau_T = 1 / friction``; default 1 ps, so that
-over the 10-30 fs a forecaster advances the dynamics is nearly Newtonian). After
+over the 10-30 fs a forecaster advances the dynamics is nearly Newtonian). Both schemes conserve
+what the start removed, so CSVR thermostats N_f = 3N - 3 degrees of freedom (3N - 6 for an
+isolated molecule of three or more atoms; a diatomic keeps its rotation)
+(:func:`integrators.state.conserved_components`). After
 ``equilibration_steps`` every ``stride``-th step is recorded. The file format (one file
 per run, written atomically) and the reader are in :mod:`mlmd.trajectories`.
 """
@@ -122,8 +125,8 @@ def generate_trajectories(system: str, output: PathLike, runs: int = 4, steps: i
     import torch
     from tqdm import tqdm
 
-    from integrators import INTEGRATORS
-    from integrators.state import init_state
+    from integrators import INTEGRATORS, MOMENTUM_CONSERVING
+    from integrators.state import conserved_components, init_state
 
     from .. import __version__
 
@@ -165,6 +168,8 @@ def generate_trajectories(system: str, output: PathLike, runs: int = 4, steps: i
     system = replicate(atoms, runs, seed, source="mlmd generate")
     state = init_state(energy_forces, system.positions, kT=KB_EV_PER_K * temperature_K,
                        friction=friction_per_ps * FS_PS, velocities=torch.as_tensor(velocities), **system.arguments())
+    if integrator in MOMENTUM_CONSERVING:
+        state = state.replace(constrained_dof=conserved_components(state, state.forces))
     step_function = INTEGRATORS[integrator]
     paths = [output / f"run-{k:03d}.{fmt}" for k in range(runs)]
     n_frames = steps // stride + 1

@@ -29,8 +29,11 @@ def run_train(args) -> int:
         config["training"]["num_threads"] = threads
     result = train(config, resume=args.resume, epochs=args.epochs, verbose=not args.quiet,
                    progress=False if args.quiet else None)
-    if not args.quiet and int(os.environ.get("RANK", "0")) == 0:
-        print(f"checkpoint: {result.checkpoint}\nbest weights (epoch {result.best_epoch}): {result.best_checkpoint}")
+    if int(os.environ.get("RANK", "0")) == 0:
+        if not args.quiet:
+            print(f"checkpoint: {result.checkpoint}\nbest weights (epoch {result.best_epoch}): {result.best_checkpoint}")
+        # The summary line, also with --quiet: why training stopped.
+        print(f"training stopped after epoch {result.epoch} ({result.stop_reason}); best epoch {result.best_epoch}")
     return 0
 
 

@@ -54,6 +54,7 @@ class TrainResult:
     best_epoch: int
     best_validation_loss: float
     stopped_early: bool
+    stop_reason: str = "epochs done"  # "epochs done", "early stopping" or "budget reached"
     history: List[Dict[str, Any]] = field(default_factory=list)
     test_metrics: Dict[str, float] = field(default_factory=dict)
     model: Any = None
@@ -305,9 +306,10 @@ class Trainer:
         elif out_of_time:
             self.log(f"stopped after epoch {self.epoch}: the {training['max_time_min']} min budget is spent; "
                      "--resume continues")
-        return self.finish(stopped_early)
+        reason = "early stopping" if stopped_early else "budget reached" if out_of_time else "epochs done"
+        return self.finish(stopped_early, reason)
 
-    def finish(self, stopped_early: bool) -> TrainResult:
+    def finish(self, stopped_early: bool, reason: str = "epochs done") -> TrainResult:
         """Test the best weights, write ``summary.json`` and return the result."""
         test_metrics: Dict[str, float] = {}
         if len(self.split.test) > 0 and self.best_ema is not None:
@@ -318,13 +320,14 @@ class Trainer:
         if self.info.main:
             write_summary(self.directory / SUMMARY_FILE, {
                 "epoch": self.epoch, "best_epoch": self.best_epoch, "best_validation_loss": self.best_metric,
-                "stopped_early": stopped_early, "test": test_metrics, "data_hash": self.objective.hash,
+                "stopped_early": stopped_early, "stop_reason": reason, "test": test_metrics,
+                "data_hash": self.objective.hash,
                 "family": self.family, "n_train": len(self.split.train),
                 "n_validation": len(self.split.validation), "n_test": len(self.split.test)})
         barrier(self.info)
         return TrainResult(
             directory=self.directory, checkpoint=self.checkpoint_path, best_checkpoint=self.best_path,
             epoch=self.epoch, best_epoch=self.best_epoch, best_validation_loss=self.best_metric,
-            stopped_early=stopped_early, history=self.history, test_metrics=test_metrics,
+            stopped_early=stopped_early, stop_reason=reason, history=self.history, test_metrics=test_metrics,
             model=self.model, ema_model=self.ema.module,
         )
