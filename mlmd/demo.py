@@ -151,10 +151,7 @@ def _run(args) -> int:
     return 0
 
 
-COMMAND = Command(
-    name="demo",
-    example="mlmd demo --steps 200",
-    help="the main job on embedded defaults: pretrained ethanol MD in ASE, OpenMM and batched torch replicas",
-    add_arguments=_add_arguments,
-    run=_run,
-)
+COMMAND = Command(name="demo", add_arguments=_add_arguments, run=_run,
+                  example="mlmd demo --steps 200",
+                  help="the main job on embedded defaults: pretrained ethanol MD in ASE, OpenMM and batched "
+                  "torch replicas")

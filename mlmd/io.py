@@ -193,7 +193,8 @@ def check_destination(path: Optional[PathLike], what: str, overwrite: bool = Fal
         with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.", suffix=".check"):
             pass
     except OSError as exc:
-        raise InputFileError(f"cannot write the {what} {path} ({exc.strerror}); choose a folder you can write to") from None
+        raise InputFileError(f"cannot write the {what} {path} ({exc.strerror}); "
+                             "choose a folder you can write to") from None
     return path
 
 

@@ -55,7 +55,8 @@ class ForecastDynamics(MolecularDynamics):
         state = single_replica_state(atoms.get_positions(), atoms.get_velocities() * units.fs, atoms.get_masses(),
                                       atoms.numbers, atoms.cell.array, atoms.pbc, self.fixed, self.temperature_K,
                                       self.rate_per_fs, self.seed, self.steps_taken)
-        state = checked_interval(state, self.forecaster, self.min_distance_A, self.max_temperature_K, type(self).__name__)
+        state = checked_interval(state, self.forecaster, self.min_distance_A, self.max_temperature_K,
+                                 type(self).__name__)
         atoms.set_positions(state.unwrapped_positions().numpy(), apply_constraint=False)
         atoms.set_velocities(state.velocities.numpy() / units.fs)  # Å/fs -> Å/(ASE time)
         self.steps_taken += 1

@@ -130,10 +130,6 @@ def _write_structure(args) -> int:
     return 0
 
 
-COMMAND = Command(
-    name="generate",
-    example="mlmd generate ethanol --frames 1000 -o ethanol-data.xyz",
-    help="make a labelled reference dataset with an ASE calculator",
-    add_arguments=_add_arguments,
-    run=_run,
-)
+COMMAND = Command(name="generate", add_arguments=_add_arguments, run=_run,
+                  example="mlmd generate ethanol --frames 1000 -o ethanol-data.xyz",
+                  help="make a labelled reference dataset with an ASE calculator")

@@ -119,7 +119,8 @@ def _register_molecules() -> None:
         register_system(alias, _molecule_recipe(alias, f"{alias} in vacuum (GFN2-xTB)"))
     for formula in g2.names:
         if formula.lower() not in SYSTEMS:
-            register_system(formula.lower(), _molecule_recipe(formula, f"{formula} from ASE's g2 collection (GFN2-xTB)"))
+            description = f"{formula} from ASE's g2 collection (GFN2-xTB)"
+            register_system(formula.lower(), _molecule_recipe(formula, description))
 
 
 # --- metals (EMT) ------------------------------------------------------------

@@ -172,10 +172,6 @@ def _search(args, settings) -> int:
     return 0 if result.converged else 1
 
 
-COMMAND = Command(
-    name="saddle",
-    example="mlmd saddle start.xyz --calculator emt --method ot-gp-dimer --json saddle.json --relax",
-    help="find a saddle point (GP-dimer, OT-GP-dimer or dimer) from a starting structure",
-    add_arguments=_add_arguments,
-    run=_run,
-)
+COMMAND = Command(name="saddle", add_arguments=_add_arguments, run=_run,
+                  example="mlmd saddle start.xyz --calculator emt --method ot-gp-dimer --json saddle.json --relax",
+                  help="find a saddle point (GP-dimer, OT-GP-dimer or dimer) from a starting structure")

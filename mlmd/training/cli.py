@@ -53,18 +53,10 @@ def run_export(args) -> int:
     return 0
 
 
-COMMAND = Command(
-    name="train",
-    example="mlmd train train.toml   (then: mlmd export training/best.pt -o model.pt)",
-    help="train a model family on a labelled dataset from a JSON/TOML config",
-    add_arguments=add_train_arguments,
-    run=run_train,
-)
+COMMAND = Command(name="train", add_arguments=add_train_arguments, run=run_train,
+                  example="mlmd train train.toml   (then: mlmd export training/best.pt -o model.pt)",
+                  help="train a model family on a labelled dataset from a JSON/TOML config")
 
-EXPORT_COMMAND = Command(
-    name="export",
-    example="mlmd export training/best.pt -o model.pt",
-    help="turn a training checkpoint into a model file every engine loads",
-    add_arguments=add_export_arguments,
-    run=run_export,
-)
+EXPORT_COMMAND = Command(name="export", add_arguments=add_export_arguments, run=run_export,
+                         example="mlmd export training/best.pt -o model.pt",
+                         help="turn a training checkpoint into a model file every engine loads")
