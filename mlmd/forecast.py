@@ -21,7 +21,9 @@ are written atomically.
 Guards, checked after every interval: NaN or infinite coordinates/velocities, two
 atoms closer than ``min_distance_A``, or a replica hotter than ``max_temperature_K``
 (default: max(3 T, the temperature the canonical distribution at T exceeds with
-probability 1e-9)). On a trip the run stops, saves the last good state (restart
+probability 1e-9)); with CSVR, once equilibrated, a temperature below the canonical
+lower tail or a running mean that settled away from the target
+(:class:`~mlmd.dynamics.guards.ThermostatCheck`, ``temperature_drift_K``). On a trip the run stops, saves the last good state (restart
 file and an extended XYZ, both atomic) and raises :class:`ForecastUnstableError`.
 """
 
@@ -48,6 +50,7 @@ from .dynamics import (
     summary,
 )
 from .dynamics.options import add_run_options, run_options
+from .dynamics.guards import ThermostatCheck
 from .dynamics.potential import energy_monitor
 from .dynamics.rollout_engine import THERMOSTATS, ForecastSettings, LoadedForecaster, RolloutEngine, load_forecaster
 from .errors import MLMDError
@@ -86,8 +89,8 @@ def run(structure, model, *, time: Union[str, float, None] = None, steps: Option
         restart: Optional[PathLike] = None, restart_file: Optional[PathLike] = None, restart_every: int = 1000,
         state_file: Optional[PathLike] = None, min_distance_A: Optional[float] = DEFAULT_MIN_DISTANCE_A,
         max_temperature_K: Optional[float] = None, progress: bool = False, observers=(), overwrite: bool = False,
-        threads: Optional[int] = None, frame: Optional[int] = None, use_velocities: Optional[bool] = None
-        ) -> RunResult:
+        threads: Optional[int] = None, frame: Optional[int] = None, use_velocities: Optional[bool] = None,
+        temperature_drift_K: Optional[float] = None) -> RunResult:
     """Roll a forecaster out from ``structure`` (ASE Atoms or any file ASE reads).
 
     Args:
@@ -106,6 +109,9 @@ def run(structure, model, *, time: Union[str, float, None] = None, steps: Option
         progress: show a progress bar.
         observers: ``(function, interval)`` pairs called every ``interval`` intervals (:class:`mlmd.dynamics.Driver`).
         overwrite, threads, frame, use_velocities: as in :func:`mlmd.md.run`.
+        temperature_drift_K: with CSVR, stop when a replica's mean temperature over a window settles this far
+            from the target, or its temperature falls below the canonical lower tail
+            (:class:`mlmd.dynamics.guards.ThermostatCheck`; None: the default tolerance, 0: off).
     """
     arguments = dict(locals())
     from .model import torch_threads
@@ -117,7 +123,7 @@ def run(structure, model, *, time: Union[str, float, None] = None, steps: Option
 def _run_forecast(structure, model, *, time, steps, temperature_K, thermostat, tau_fs, seed, replicas, device,
                   potential, calculator, log, trajectory, stride, restart, restart_file, restart_every, state_file,
                   min_distance_A, max_temperature_K, progress, observers, overwrite, threads, frame,
-                  use_velocities) -> RunResult:
+                  use_velocities, temperature_drift_K) -> RunResult:
     from .checks import check_atoms, fixed_atoms_mask
     from .io import load_structure
     from .model import check_device, load_model
@@ -148,9 +154,12 @@ def _run_forecast(structure, model, *, time, steps, temperature_K, thermostat, t
     total = _total_steps(time, steps, interval)
     monitor = energy_monitor(atoms, potential, calculator, replicas, device)
     header = LOG_HEADER + (("epot_eV",) if monitor is not None else ())
+    free_atoms = int(np.count_nonzero(~fixed_atoms_mask(atoms, "the structure")))
     if max_temperature_K is None:
-        free_atoms = int(np.count_nonzero(~fixed_atoms_mask(atoms, "the structure")))
         max_temperature_K = default_max_temperature_K(temperature_K, free_atoms)
+    guards = Guards(min_distance_A, max_temperature_K)
+    if thermostat == "csvr" and temperature_drift_K != 0:  # NVE-like runs have no target to hold
+        guards.thermostat = ThermostatCheck.for_run(temperature_K, free_atoms, tau_fs / interval, temperature_drift_K)
     restart_data = load_restart(restart, RESTART_FORMAT) if restart is not None else None
     if restart_data is not None:
         _check_restart(restart_data, restart, replicas, atoms, interval)
@@ -168,7 +177,7 @@ def _run_forecast(structure, model, *, time, steps, temperature_K, thermostat, t
                          restart_file=restart_file, restart=restart_data, extra=extra, overwrite=overwrite,
                          state_file=state_file or default_state_file(restart_file, log, trajectory, structure))
     # Forecasts are checked after every interval: one call moves atoms as far as tens of MD steps.
-    driver = Driver(engine, outputs, Guards(min_distance_A, max_temperature_K), total_steps=total, stride=stride,
+    driver = Driver(engine, outputs, guards, total_steps=total, stride=stride,
                     restart_every=restart_every, timestep_fs=interval, check_every=1, record_last=True,
                     label="forecast", hint=HINT, progress=progress)
     for function, every in observers:
@@ -226,13 +235,17 @@ def _add_arguments(parser) -> None:
     monitor = parser.add_mutually_exclusive_group()
     monitor.add_argument("--potential", metavar="MODEL.pt", help="mlmd potential whose energy is logged (epot_eV)")
     monitor.add_argument("--calculator", metavar="NAME", help="ASE calculator whose energy is logged (emt, lj, ...)")
+    add("--temperature-drift", metavar="K", type=float,
+        help="with csvr: stop when a replica's running mean temperature settles this far from the target, or it "
+        "falls below the canonical lower tail (default: 5 standard errors of the mean, at least 5 %% of T; 0: off)")
     add_run_options(parser, "intervals", 1, ",".join(LOG_HEADER) + "[,epot_eV]", ("-o", "--trajectory"))
 
 
 def _run(args) -> int:
     result = run(args.structure, args.model, time=args.time, steps=args.steps, temperature_K=args.temperature,
                  thermostat=args.thermostat, tau_fs=parse_time_fs(args.tau), seed=args.seed, replicas=args.replicas,
-                 device=args.device, potential=args.potential, calculator=args.calculator, **run_options(args))
+                 device=args.device, potential=args.potential, calculator=args.calculator,
+                 temperature_drift_K=args.temperature_drift, **run_options(args))
     print(summary("mlmd forecast", result))
     return 0
 

@@ -11,10 +11,24 @@ Each guard returns a sentence saying what went wrong, or None:
   since the previous check.
 
 A run that trips one stops with :class:`UnstableRunError`, after saving its last good state.
+
+For thermostatted runs whose forces are not exact (a forecaster), :class:`ThermostatCheck` also
+catches a temperature that settles away from the target, which no instantaneous bound sees (a
+forecaster that loses kinetic energy at every call freezes a liquid while every single value looks
+plausible). Once the run has equilibrated (``window`` checks), it stops the run when
+
+- a replica's temperature falls below the canonical lower tail, ``T Γ⁻¹(p; N_f/2) / (N_f/2)`` with
+  p = 1e-9 and ``N_f = 3 N_free`` (the mirror of the upper bound; never below 0);
+- the mean of a replica's temperature over the last ``window`` checks differs from the target by
+  more than ``tolerance_K``. Canonical sampling gives that mean a standard deviation of about
+  ``T sqrt(2/N_f) sqrt(2 τ_c / W)`` for ``W`` checks with correlation time ``τ_c`` (in checks);
+  with ``τ_c`` the thermostat time and ``W = 10 τ_c`` the default tolerance is 5 of those
+  standard deviations, and at least 5 % of T.
 """
 
 import math
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -48,6 +62,66 @@ def default_max_temperature_K(temperature_K: float, free_atoms: int,
 
     shape = 1.5 * max(free_atoms, 1)
     return temperature_K * max(factor, float(gamma.isf(TEMPERATURE_TAIL_PROBABILITY, shape)) / shape)
+
+
+def default_min_temperature_K(temperature_K: float, free_atoms: int) -> Optional[float]:
+    """T Γ⁻¹(p; N_f/2)/(N_f/2): the canonical temperature of N_f = 3 N_free degrees of freedom falls below
+    it with probability p = 1e-9; None at T = 0."""
+    if temperature_K <= 0:
+        return None
+    from scipy.stats import gamma
+
+    shape = 1.5 * max(free_atoms, 1)
+    return temperature_K * float(gamma.ppf(TEMPERATURE_TAIL_PROBABILITY, shape)) / shape
+
+
+@dataclass
+class ThermostatCheck:
+    """A thermostatted run keeps its temperature: a lower bound and the running mean over ``window`` checks
+    (see the module docstring), both applied only once ``window`` checks have passed."""
+
+    target_K: float
+    min_temperature_K: Optional[float]
+    tolerance_K: float
+    window: int
+    history: deque = field(default_factory=deque)
+    checks: int = 0
+
+    @classmethod
+    def for_run(cls, temperature_K: float, free_atoms: int, correlation_checks: float,
+                tolerance_K: Optional[float] = None) -> Optional["ThermostatCheck"]:
+        """The default check of a run at ``temperature_K`` whose temperature decorrelates over
+        ``correlation_checks`` checks (the thermostat time over the check interval); None at T = 0."""
+        if temperature_K <= 0:
+            return None
+        correlation = max(float(correlation_checks), 1.0)
+        window = max(int(math.ceil(10 * correlation)), 50)
+        if tolerance_K is None:
+            spread = temperature_K * math.sqrt(2.0 / (3.0 * max(free_atoms, 1))) * math.sqrt(2 * correlation / window)
+            tolerance_K = max(5.0 * spread, 0.05 * temperature_K)
+        return cls(temperature_K, default_min_temperature_K(temperature_K, free_atoms), float(tolerance_K), window)
+
+    def problem(self, temperature_K: np.ndarray, step: int) -> Optional[str]:
+        self.checks += 1
+        self.history.append(np.asarray(temperature_K, dtype=float).copy())
+        if len(self.history) > self.window:
+            self.history.popleft()
+        if self.checks <= self.window:
+            return None
+        replicas = len(temperature_K)
+        lowest = int(np.argmin(temperature_K))
+        where = (lambda k: f" of replica {k}" if replicas > 1 else "")
+        if self.min_temperature_K is not None and temperature_K[lowest] < self.min_temperature_K:
+            return (f"the temperature{where(lowest)} fell to {temperature_K[lowest]:.4g} K, below the canonical "
+                    f"bound {self.min_temperature_K:.4g} K for a {self.target_K:g} K target (the dynamics loses "
+                    "kinetic energy)")
+        mean = np.mean(np.array(self.history), axis=0)
+        worst = int(np.argmax(np.abs(mean - self.target_K)))
+        if abs(mean[worst] - self.target_K) > self.tolerance_K:
+            return (f"the mean temperature{where(worst)} over the last {self.window} checks is {mean[worst]:.4g} K, "
+                    f"more than {self.tolerance_K:.3g} K from the {self.target_K:g} K target (--temperature-drift): "
+                    "the thermostat cannot hold it")
+        return None
 
 
 def non_finite(positions: torch.Tensor, velocities: torch.Tensor) -> Optional[str]:
@@ -126,6 +200,7 @@ class Guards:
     min_distance_A: Optional[float] = DEFAULT_MIN_DISTANCE_A
     max_temperature_K: Optional[float] = None
     max_energy_jump_eV_per_atom: Optional[float] = None
+    thermostat: Optional[ThermostatCheck] = None
 
     def problem(self, snapshot: Snapshot, previous: Optional[Snapshot]) -> Optional[str]:
         """What is wrong with ``snapshot`` (compared with the last good ``previous``), or None."""
@@ -138,6 +213,8 @@ class Guards:
         found = guard_problem(positions, torch.from_numpy(np.ascontiguousarray(snapshot.velocities_A_per_fs)),
                               cell, pbc, batch, torch.from_numpy(np.asarray(snapshot.temperature_K, dtype=float)),
                               self.min_distance_A, self.max_temperature_K)
+        if found is None and self.thermostat is not None and previous is not None:
+            found = self.thermostat.problem(np.asarray(snapshot.temperature_K, dtype=float), snapshot.step)
         if found or snapshot.epot_eV is None:
             return found
         before = None if previous is None else previous.epot_eV
