@@ -375,3 +375,23 @@ def test_quiet_command_prints_why_training_stopped(data_file, tmp_path, capsys):
     assert main(["train", str(tmp_path / "config.json"), "--resume", "--quiet"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("training stopped after epoch 2 (epochs done)")
     assert json.loads((tmp_path / "reason" / "summary.json").read_text())["stop_reason"] == "epochs done"
+
+
+def test_budget_is_kept_within_a_batch(data_file, tmp_path, monkeypatch):
+    """A fake clock that moves 10 s per reading: with a 30 s budget the first epoch (10 batches of one frame)
+    ends after the batch that spends it, not at the end of the epoch."""
+    from mlmd.training.trainer import Trainer
+
+    readings = []
+
+    def clock():
+        readings.append(None)
+        return 10.0 * len(readings)
+
+    monkeypatch.setattr(Trainer, "clock", staticmethod(clock))
+    config = make_config(data_file, tmp_path / "batch-budget", epochs=5, max_time_min=0.5)
+    config["data"]["batch_size"] = 1
+    result = train(config, verbose=False, progress=False)
+    assert result.epoch == 1 and result.stop_reason == "budget reached"
+    # one reading at the start, one after each of the 4 batches (the 4th finds 40 s > 30 s), one at the epoch's end
+    assert len(readings) == 6
