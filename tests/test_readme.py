@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
-SKIPPED = ("pip install", "python -m pytest", "python scripts/", "scripts/run_")
+SKIPPED = ("pip install", "python -m pytest", "python scripts/", "scripts/run_", "bash scripts/")
 SHRINK = [
     (re.compile(r"--steps (\d+)"), lambda m: f"--steps {max(int(m.group(1)) // 500, 10)}"),
     (re.compile(r"\bsteps=([\d_]+)"), lambda m: f"steps={max(int(m.group(1).replace('_', '')) // 500, 10)}"),
