@@ -9,7 +9,7 @@ a fresh neighbour list inside the call ("before"), and with the list carried
 between calls (``potentials.neighbors.VerletList`` with a 1 Å skin, between
 rebuilds: "after", what MD steps cost once the list is reused).
 
-    python scripts/benchmark_model_calls.py --threads 1 [--rounds 5] [--cu2048]
+    python scripts/benchmark_model_calls.py --threads 1 [--rounds 5] [--cu2048] [--nial864] [--models "spline,facet 2 layers"]
 """
 
 import argparse
@@ -22,7 +22,7 @@ from ase.build import bulk, molecule
 from potentials import FAMILIES
 from potentials.neighbors import VerletList
 
-SPECIES = [1, 6, 8, 29]
+SPECIES = [1, 6, 8, 13, 28, 29]
 VARIANTS = {
     "equivariant 2 layers": ("equivariant", dict(channels=32, lmax=2, num_layers=2)),
     "equivariant 3 layers": ("equivariant", dict(channels=32, lmax=2, num_layers=3)),
@@ -40,6 +40,14 @@ def inputs(atoms):
             torch.tensor(atoms.pbc)[None], torch.zeros(len(atoms), dtype=torch.int64))
 
 
+def nickel_aluminium():
+    """864 atoms: a 6x6x6 fcc Ni cell with every fourth site Al (L1_2 Ni3Al), rattled 0.05 Å."""
+    atoms = bulk("Ni", "fcc", a=3.57, cubic=True).repeat((6, 6, 6))
+    atoms.numbers[::4] = 13
+    atoms.rattle(0.05, seed=0)
+    return atoms
+
+
 def copper(repeat: int):
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((repeat, repeat, repeat))
     atoms.rattle(0.05, seed=0)
@@ -51,14 +59,19 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--cu2048", action="store_true", help="also the 2048-atom copper cell (slow)")
+    parser.add_argument("--nial864", action="store_true", help="also an 864-atom Ni3Al cell (slow)")
+    parser.add_argument("--models", help="comma-separated subset of the variants (default: all)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     systems = {"ethanol": (inputs(molecule("CH3CH2OH")), 10), "cu256": (inputs(copper(4)), 1)}
     if args.cu2048:
         systems["cu2048"] = (inputs(copper(8)), 1)
+    if args.nial864:
+        systems["nial864"] = (inputs(nickel_aluminium()), 1)
+    variants = {name: VARIANTS[name] for name in (args.models.split(",") if args.models else VARIANTS)}
     torch.manual_seed(0)
     scripted = {name: torch.jit.script(FAMILIES[family](SPECIES, **kwargs).eval())
-                for name, (family, kwargs) in VARIANTS.items()}
+                for name, (family, kwargs) in variants.items()}
     carried = {}
     for system, (system_inputs, _) in systems.items():
         positions, _, cell, pbc, batch = system_inputs
