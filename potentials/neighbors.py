@@ -221,6 +221,8 @@ class VerletList(torch.nn.Module):
         empty = torch.zeros(0)
         self.register_buffer("reference_positions", empty.clone(), persistent=False)
         self.register_buffer("reference_cell", empty.clone(), persistent=False)
+        # Inverse of the completed reference cell, for displacements modulo the lattice (computed at each build).
+        self.register_buffer("reference_inverse", empty.clone(), persistent=False)
         self.register_buffer("reference_pbc", torch.zeros(0, dtype=torch.bool), persistent=False)
         self.register_buffer("reference_batch", torch.zeros(0, dtype=torch.int64), persistent=False)
         self.register_buffer("edge_index", torch.zeros((2, 0), dtype=torch.int64), persistent=False)
@@ -243,8 +245,7 @@ class VerletList(torch.nn.Module):
             moved = positions.to(torch.float64) - self.reference_positions
             jumps = torch.zeros_like(moved)
             if bool(pbc.any()):
-                full_cell = complete_cell(self.reference_cell, self.reference_pbc)
-                fractional = torch.einsum("ni,nij->nj", moved, torch.linalg.inv(full_cell)[batch])
+                fractional = torch.einsum("ni,nij->nj", moved, self.reference_inverse[batch])
                 jumps = torch.where(self.reference_pbc[batch], torch.round(fractional), torch.zeros_like(fractional))
                 moved = moved - torch.einsum("ni,nij->nj", jumps, self.reference_cell[batch])
             half = 0.5 * self.skin
@@ -256,6 +257,8 @@ class VerletList(torch.nn.Module):
         self.reference_positions = positions.to(torch.float64).clone()
         self.reference_cell = cell.to(torch.float64).clone()
         self.reference_pbc = pbc.to(torch.bool).clone()
+        if bool(pbc.any()):
+            self.reference_inverse = torch.linalg.inv(complete_cell(self.reference_cell, self.reference_pbc))
         self.reference_batch = batch.to(torch.int64).clone()
         self.edge_index = edge_index
         self.shifts = shifts
