@@ -142,16 +142,17 @@ class Driver:
         try:
             while engine.step < self.total_steps:
                 before, target = engine.step, self._next_stop(engine.step)
+                cause = None  # the exception behind a failed advance, kept for the traceback's "caused by"
                 try:
                     engine.advance(target - before, bar.update)
                     snapshot = engine.snapshot()
                     problem = self.guards.problem(snapshot, good)
                 except ForceCallFailed as exc:
-                    problem = str(exc)
+                    problem, cause = str(exc), exc
                 except Exception as exc:  # anything else a user's calculator or model raises
-                    problem = f"advancing from step {before} failed ({one_line(exc)})"
+                    problem, cause = f"advancing from step {before} failed ({one_line(exc)})", exc
                 if problem:
-                    failure = (before, target, problem)
+                    failure = (before, target, problem, cause)
                     engine.restore(good_point)
                     break
                 good, good_point = snapshot, engine.save_point()
@@ -180,7 +181,7 @@ class Driver:
             self._fail(failure, good, files)
 
     def _fail(self, failure, good: Snapshot, files: Dict[str, Path]) -> None:
-        before, target, problem = failure
+        before, target, problem, cause = failure
         state = self.outputs.save_state(good, self.time_of(good.step))
         if state is not None:
             files["last_good_state"] = state
@@ -188,4 +189,5 @@ class Driver:
         where = f"at step {target}" if target == before + 1 else f"between steps {before} and {target}"
         raise UnstableRunError(
             f"the {self.label} became unstable {where}: {problem}. Stopped; the last good state (step {good.step}) "
-            f"is saved" + (f" ({saved})" if saved else "") + (f"; {self.hint}" if self.hint else ""), self.result)
+            f"is saved" + (f" ({saved})" if saved else "") + (f"; {self.hint}" if self.hint else ""),
+            self.result) from cause
