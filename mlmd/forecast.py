@@ -169,7 +169,9 @@ def _run_forecast(structure, model, *, time, steps, temperature_K, thermostat, t
 
     settings = ForecastSettings(temperature_K=temperature_K, thermostat=thermostat, tau_fs=tau_fs, seed=seed,
                                 replicas=replicas, device=device)
-    engine = RolloutEngine(atoms, forecaster, settings, restart_data, monitor)
+    # The monitor's energy is only logged: evaluate it at the logged intervals (as the driver records them).
+    engine = RolloutEngine(atoms, forecaster, settings, restart_data, monitor,
+                           monitor_when=lambda step: step % stride == 0 or step == total)
     extra = {"replicas": replicas, "atomic_numbers": [int(z) for z in atoms.numbers], "interval_fs": interval,
              "temperature_K": float(temperature_K), "thermostat": thermostat, "tau_fs": float(tau_fs),
              "seed": int(seed), "header": list(header)}

@@ -11,7 +11,9 @@ the rollout then keeps them at zero every interval (:func:`integrators.rollout.r
 The count is fixed at the start and stored in restart files. Velocities drawn by mlmd's sampler
 carry momentum, so only a structure given with momentum-free velocities (a frame of a reference
 trajectory) counts fewer.
-An optional energy monitor (:func:`mlmd.dynamics.potential.energy_monitor`) fills ``epot_eV``.
+An optional energy monitor (:func:`mlmd.dynamics.potential.energy_monitor`) fills ``epot_eV`` at the
+steps ``monitor_when(step)`` names (the logged ones): it is a whole potential call, often dearer than
+the forecast itself, so the intervals in between do not pay for it.
 """
 
 from dataclasses import dataclass
@@ -95,18 +97,20 @@ def rollout_step(state, forecaster: LoadedForecaster):
 
 @register_engine("rollout")
 class RolloutEngine(StateEngine):
-    """``settings.replicas`` copies of ``atoms`` advanced by ``forecaster``; ``monitor`` gives ``epot_eV``."""
+    """``settings.replicas`` copies of ``atoms`` advanced by ``forecaster``; ``monitor`` gives ``epot_eV`` at the
+    steps where ``monitor_when(step)`` is true (default: every step)."""
 
     drives = "forecaster"
 
     def __init__(self, atoms, forecaster: LoadedForecaster, settings: ForecastSettings,
-                 restart: Optional[dict] = None, monitor: Optional[Callable] = None):
+                 restart: Optional[dict] = None, monitor: Optional[Callable] = None,
+                 monitor_when: Callable[[int], bool] = lambda step: True):
         from integrators import rollout
         from integrators.state import conserved_components
 
         if settings.thermostat not in THERMOSTATS:
             raise MLMDError(f"unknown thermostat {settings.thermostat!r}; choose one of {', '.join(THERMOSTATS)}")
-        self.forecaster, self.monitor = forecaster, monitor
+        self.forecaster, self.monitor, self.monitor_when = forecaster, monitor, monitor_when
         device = settings.device
         system, positions, velocities = start_or_continue(atoms, settings.replicas, settings.seed,
                                                           settings.temperature_K, device, "mlmd forecast", restart)
@@ -132,7 +136,7 @@ class RolloutEngine(StateEngine):
 
         state = self.state
         epot = None
-        if self.monitor is not None:
+        if self.monitor is not None and self.monitor_when(state.step):
             epot = self.monitor(state.positions, state.atomic_numbers, state.cell, state.pbc, state.batch)
             epot = epot.detach().cpu().numpy().astype(np.float64)
         return Snapshot(
