@@ -38,17 +38,21 @@ def run_train(args) -> int:
 
 
 def add_export_arguments(parser) -> None:
-    parser.add_argument("checkpoint", help="checkpoint.pt (or best.pt, or the output folder) of `mlmd train`")
-    parser.add_argument("-o", "--output", required=True, help="model file to write, e.g. model.pt")
+    parser.add_argument("checkpoint", help="checkpoint.pt (or best.pt, or the output folder) of `mlmd train`; "
+                        "for --format other than torchscript also an exported model file or a shipped model name")
+    parser.add_argument("-o", "--output", required=True, help="file to write, e.g. model.pt")
+    parser.add_argument("--format", default="torchscript",
+                        help="torchscript (mlmd's model file, default), metatomic (every metatomic engine: "
+                             "LAMMPS, i-PI, TorchSim, ASE) or uf3 (spline models: LAMMPS pair_style uf3)")
     parser.add_argument("--best", action="store_true",
                         help="export the EMA weights of the best validation epoch instead of the last")
     add_overwrite_option(parser)
 
 
 def run_export(args) -> int:
-    from .export import export_checkpoint
+    from .export import export
 
-    path = export_checkpoint(args.checkpoint, args.output, best=args.best, overwrite=args.overwrite)
+    path = export(args.checkpoint, args.output, format=args.format, best=args.best, overwrite=args.overwrite)
     print(f"wrote {path}")
     return 0
 
