@@ -6,7 +6,8 @@ runs the same short Langevin simulation (BAOAB, 300 K, 0.5 fs, γ = 10/ps) three
 
 1. in ASE: :class:`mlmd.MLMDCalculator` driven by mlmd's ``BAOAB`` ASE dynamics,
    trajectory written by ASE (``ase.traj``);
-2. in OpenMM: the model as an openmm-torch ``TorchForce`` with mlmd's BAOAB
+2. in OpenMM: the model as an OpenMM force (openmm-torch's ``TorchForce`` where
+   the ``torchforce`` extra is installed, else ``openmm.PythonForce``) with mlmd's BAOAB
    ``CustomIntegrator`` (``openmm.dcd``, ``openmm.csv``, ``openmm.png``);
 3. in mlmd's batched torch integrators: independent replicas with different
    seeds in one batch (``replicas.h5``, ``replicas.csv``, ``replicas.png``).
@@ -102,7 +103,10 @@ def _demo(output: Path, steps: int, replicas: int, stride: int, model: Optional[
 
     common = dict(temperature_K=TEMPERATURE_K, timestep_fs=TIMESTEP_FS, steps=steps, friction_per_ps=FRICTION_PER_PS,
                   seed=SEED, stride=stride, progress=progress, overwrite=True)
-    say("2. OpenMM (TorchForce + BAOAB CustomIntegrator) ...")
+    from .openmm.force import resolve_backend
+
+    force = {"torch": "TorchForce", "python": "PythonForce"}.get(resolve_backend("auto"), "force")
+    say(f"2. OpenMM ({force} + BAOAB CustomIntegrator) ...")
     result = md.run(_ethanol(), model=loaded, engine="openmm", integrator="baoab", log=output / "openmm.csv",
                     trajectory=output / "openmm.dcd", **common)
     summary["openmm"] = _summary(result)

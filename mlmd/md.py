@@ -7,8 +7,8 @@ Two engines run the same simulation:
   contract on CPU or CUDA, or with an ASE calculator wrapped as the same
   energy/forces callable (:class:`CalculatorPotential`), so every scheme works
   with every calculator. ``replicas=K`` runs K independent copies in one batch.
-- ``engine="openmm"``: the model as an openmm-torch ``TorchForce``
-  (:func:`mlmd.openmm.create_system`) with the integrators of
+- ``engine="openmm"``: the model as an OpenMM force (openmm-torch's ``TorchForce``
+  where it works, else ``openmm.PythonForce``; :func:`mlmd.openmm.create_system`) with the integrators of
   :mod:`mlmd.openmm.integrators` (``baoab``, ``gjf``, ``langevin-middle``, ``verlet``).
 
 Conventions (the same in both engines):
@@ -269,7 +269,7 @@ def _add_arguments(parser) -> None:
     add("--model", metavar="MODEL.pt", help="exported mlmd model")
     add("--calculator", metavar="NAME", help="instead of --model: emt, lj, morse, gfn2 or an ASE calculator name")
     add("--engine", metavar="{torch,openmm}", default="torch",
-        help="torch (mlmd's batched integrators, default) or openmm (the model as an OpenMM TorchForce)")
+        help="torch (mlmd's batched integrators, default) or openmm (the model as an OpenMM force)")
     add("--integrator", metavar="NAME", default="baoab",
         help="torch: baoab, obabo, gjf, verlet, csvr; openmm: baoab, gjf, langevin-middle, verlet (default baoab)")
     add("--temperature", metavar="K", type=float, default=300.0, help="target temperature in K (default 300)")

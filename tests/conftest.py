@@ -15,3 +15,16 @@ def run_mlmd(*args, cwd=None, timeout=600):
 @pytest.fixture
 def mlmd_cli():
     return run_mlmd
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip the ``torchforce`` tests, naming why, where openmm-torch's TorchForce cannot run."""
+    from mlmd.openmm.plugins import TORCHFORCE_INSTALL_HINT, torchforce_unavailable
+
+    reason = torchforce_unavailable()
+    if reason is None:
+        return
+    skip = pytest.mark.skip(reason=f"{reason}; {TORCHFORCE_INSTALL_HINT}")
+    for item in items:
+        if "torchforce" in item.keywords:
+            item.add_marker(skip)

@@ -24,6 +24,7 @@ import pytest
 import torch
 from ase import Atoms
 
+from openmm_backends import BACKENDS
 from potentials.testing import ModelConformance, assert_close, evaluate
 
 ENGINE_RTOL = 1e-9
@@ -123,7 +124,7 @@ class EngineConformance:
         assert_engine_agrees(actual, expected, "ASE calculator vs bare contract")
 
     @pytest.mark.parametrize("platform", ["Reference", "CPU"])
-    @pytest.mark.parametrize("backend", ["torch", "python"])
+    @pytest.mark.parametrize("backend", BACKENDS)
     def test_openmm_force(self, bare, model_file, atoms, backend, platform):
         """``mlmd.openmm.create_system`` with TorchForce (``"torch"``) and PythonForce (``"python"``)."""
         expected = contract(bare, atoms)

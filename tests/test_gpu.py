@@ -11,6 +11,7 @@ from ase.build import bulk, molecule
 import potentials
 from mlmd.dynamics import replicate
 from mlmd.model import export_model, load_model
+from openmm_backends import BACKENDS
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (scripts/check_gpu.sh)")]
@@ -64,7 +65,7 @@ def test_forecaster_rollout_on_cuda_follows_cpu():
     np.testing.assert_allclose(runs[1].positions, runs[0].positions, atol=1e-8)
 
 
-@pytest.mark.parametrize("backend", ["torch", "python"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_openmm_cuda_platform(model_files, backend):
     import openmm
 

@@ -11,6 +11,7 @@ from ase import units
 
 from mlmd.model import export_model, load_model
 from potentials.neighbors import VerletList, neighbor_list
+from openmm_backends import USABLE_BACKENDS
 from reference_potentials import LennardJonesPotential
 
 SIGMA, EPSILON, CUTOFF = 3.405, 0.0103, 7.0  # argon
@@ -117,7 +118,7 @@ def test_engines_carry_the_list_and_agree_with_fresh_lists(liquid_frames, lj_mod
     topology, _ = topology_from_atoms(atoms)
     _, rotation = atoms.cell.standard_form()  # OpenMM's reduced box frame
     contexts = {}
-    for backend in ("torch", "python"):
+    for backend in USABLE_BACKENDS:
         for label, model in (("carried", lj_model), ("fresh", fresh)):
             system = create_system(topology, model, backend=backend)
             contexts[backend, label] = openmm.Context(system, openmm.VerletIntegrator(0.001),
@@ -131,7 +132,7 @@ def test_engines_carry_the_list_and_agree_with_fresh_lists(liquid_frames, lj_mod
             results.append((copy.get_potential_energy(), copy.get_forces()))
         np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-10)
         np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-9, atol=1e-11)
-        for backend in ("torch", "python"):
+        for backend in USABLE_BACKENDS:
             states = []
             for label in ("carried", "fresh"):
                 context = contexts[backend, label]

@@ -25,11 +25,11 @@ from mlmd.openmm import (
     register_backend,
     topology_from_atoms,
 )
+from openmm_backends import BACKENDS, USABLE_BACKENDS
 from reference_potentials import LennardJonesPotential
 
 SIGMA, EPSILON, CUTOFF = 2.3, 0.2, 5.0
 SPECIES = [1, 6, 8, 29]
-BACKENDS = ["torch", "python"]
 PLATFORMS = ["Reference", "CPU"]
 
 
@@ -249,7 +249,7 @@ def test_subset_force_leaves_other_atoms_alone(model_file):
     atoms = _ethanol() + Atoms("Cu", positions=[[20.0, 0.0, 0.0]])
     topology, positions = topology_from_atoms(atoms)
     reference_energy, reference_forces = _references(atoms[:9], model_file)[1]
-    for backend in BACKENDS:
+    for backend in USABLE_BACKENDS:
         system = openmm.System()
         for _ in atoms:
             system.addParticle(1.0)
@@ -260,7 +260,7 @@ def test_subset_force_leaves_other_atoms_alone(model_file):
 
 def test_unknown_element_is_named(model_file):
     topology, _ = topology_from_atoms(molecule("HCl"))
-    for backend in BACKENDS:
+    for backend in USABLE_BACKENDS:
         with pytest.raises(StructureError, match="Cl are not known to the model"):
             create_system(topology, model_file, backend=backend)
 
@@ -281,7 +281,7 @@ def test_a_registered_backend_serves_create_force_and_create_system(model_file):
 
     assert register_backend("recording", recording) is recording
     try:
-        with pytest.raises(MLMDError, match="choose one of torch, python, recording"):
+        with pytest.raises(MLMDError, match="choose one of auto, torch, python, recording"):
             create_force(model_file, atoms=_ethanol(), backend="jax")
         copper = _copper()
         topology, positions = topology_from_atoms(copper)
@@ -306,3 +306,41 @@ def test_bad_arguments(model_file):
     slab.pbc = [True, True, False]
     with pytest.raises(StructureError, match="all three directions or none"):
         topology_from_atoms(slab)
+
+
+@pytest.mark.parametrize("torch_version, openmmtorch_version, usable", [
+    ("2.9.1+cu128", "1.5", True), ("2.10.0", "1.5", False), ("2.14.1", "1.5", False), ("2.14.1", "1.6", True)])
+def test_torchforce_is_refused_where_openmm_torch_crashes(model_file, monkeypatch, torch_version,
+                                                          openmmtorch_version, usable):
+    """openmm-torch 1.5 segfaults inside TorchForce on torch >= 2.10: that pairing is refused before the crash,
+    "auto" falls back to PythonForce, and an explicit "torch" names the extra to install."""
+    from mlmd.openmm import force as force_module, plugins
+
+    monkeypatch.setattr(plugins.torch, "__version__", torch_version)
+    monkeypatch.setattr(plugins, "version", lambda name: openmmtorch_version)
+    assert (plugins.torchforce_unavailable() is None) == usable
+    assert force_module.resolve_backend("auto") == ("torch" if usable else "python")
+    assert force_module.resolve_backend("auto", device="cuda:0") == "python"
+    if not usable:
+        with pytest.raises(MLMDError, match=r"issue 175.*mlmd\[torchforce\]"):
+            create_force(model_file, atoms=_ethanol(), backend="torch")
+        force = create_force(model_file, atoms=_ethanol())
+        assert isinstance(force, openmm.PythonForce)
+
+
+def test_without_openmm_torch_the_default_backend_is_python(model_file, monkeypatch):
+    from importlib.metadata import PackageNotFoundError
+
+    from mlmd.openmm import plugins
+
+    def missing(name):
+        raise PackageNotFoundError(name)
+
+    monkeypatch.setattr(plugins, "version", missing)
+    atoms = _ethanol()
+    topology, positions = topology_from_atoms(atoms)
+    system = create_system(topology, model_file)
+    assert isinstance(system.getForce(0), openmm.PythonForce)
+    _assert_close(*_evaluate(system, positions), *_references(atoms, model_file)[0])
+    with pytest.raises(MLMDError, match="not installed.*mlmd\\[torchforce\\]"):
+        create_force(model_file, atoms=atoms, backend="torch")

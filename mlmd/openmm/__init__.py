@@ -3,7 +3,8 @@
 - :mod:`mlmd.openmm.force`: :func:`create_force` with the backends of
   :data:`FORCE_BACKENDS` (``"torch"``: openmm-torch ``TorchForce`` over
   :class:`TorchForceModule`; ``"python"``: ``openmm.PythonForce`` over
-  :class:`PythonForceComputation`), extended with :func:`register_backend`;
+  :class:`PythonForceComputation`; the default ``"auto"`` takes TorchForce
+  where the ``torchforce`` extra works with this torch), extended with :func:`register_backend`;
 - :mod:`mlmd.openmm.system`: :func:`create_system` (pure ML),
   :func:`create_mixed_system` (ML/MM, mechanical embedding) and
   :func:`topology_from_atoms` (ASE Atoms -> Topology and positions);
@@ -12,7 +13,8 @@
 - :mod:`mlmd.openmm.engine`: the ``openmm`` engine of ``mlmd md`` (registered with
   :mod:`mlmd.dynamics.engine`, loaded when asked for);
 - :mod:`mlmd.openmm.forecast`: :class:`OpenMMForecastDriver`, a forecaster advancing a ``Simulation``;
-- :mod:`mlmd.openmm.plugins`: loading openmm-torch and its OpenMM plugins.
+- :mod:`mlmd.openmm.plugins`: loading openmm-torch and its OpenMM plugins;
+- :mod:`mlmd.openmm.openmmml`: the ``mlmd`` potential of OpenMM-ML (``MLPotential("mlmd", modelPath=...)``).
 
 Units are converted in these modules and nowhere else: mlmd's eV, Å, fs and K
 inside, OpenMM's kJ/mol, nm and ps at the boundary.

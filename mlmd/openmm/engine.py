@@ -1,4 +1,4 @@
-"""The ``openmm`` MD engine: an exported model as a TorchForce in an OpenMM ``Context``.
+"""The ``openmm`` MD engine: an exported model as an OpenMM force (TorchForce or PythonForce) in a ``Context``.
 
 One replica; the integrators of :mod:`mlmd.openmm.integrators`; positions and
 velocities cross the boundary in nm and nm/ps and are converted here. Restart
@@ -19,7 +19,7 @@ from ..errors import MLMDError
 
 @register_engine("openmm")
 class OpenMMEngine:
-    """The model as a TorchForce in an OpenMM Context (one replica)."""
+    """The model as an OpenMM force in an OpenMM Context (one replica)."""
 
     drives = "potential"
     integrator_registry = "mlmd.openmm.integrators:OPENMM_INTEGRATORS"
@@ -27,7 +27,7 @@ class OpenMMEngine:
     @staticmethod
     def check(settings: MDSettings, model, calculator) -> None:
         if calculator is not None:
-            raise MLMDError("--engine openmm runs an exported model as a TorchForce and needs --model; "
+            raise MLMDError("--engine openmm runs an exported model as an OpenMM force and needs --model; "
                             "run ASE calculators with the torch engine")
         if settings.replicas != 1:
             raise MLMDError("--replicas runs batched replicas in the torch engine only; drop --engine openmm")

@@ -1,9 +1,11 @@
 """Any exported mlmd model as an OpenMM force, through one of the registered backends.
 
 Backends live in :data:`FORCE_BACKENDS` (name -> builder); :func:`register_backend`
-adds one. Two ship with mlmd and compute the same thing:
+adds one. Two ship with mlmd and compute the same thing; the default, ``"auto"``,
+takes ``"torch"`` where openmm-torch is installed and works with this torch (the
+``torchforce`` extra) and ``"python"`` otherwise:
 
-- ``"torch"`` (default): an ``openmmtorch.TorchForce`` wrapping
+- ``"torch"``: an ``openmmtorch.TorchForce`` wrapping
   :class:`TorchForceModule`, a TorchScript module that holds the model, the
   atomic numbers, the periodicity and the atom subset. OpenMM calls it with
   positions in nm (and box vectors in nm when periodic); it converts to Å,
@@ -39,7 +41,7 @@ from ..errors import MLMDError, StructureError
 from potentials.neighbors import VerletList
 
 from ..model import METADATA_FILE, Model, load_model
-from .plugins import import_openmmtorch
+from .plugins import import_openmmtorch, torchforce_unavailable
 
 #: A backend builds the force for ``(model, atomic numbers of the atoms it acts on, periodic,
 #: atom indices into the System or None, device or None)`` and returns it with the loaded model.
@@ -47,6 +49,18 @@ ForceBackend = Callable[[object, np.ndarray, bool, Optional[np.ndarray], Optiona
 
 #: OpenMM force backends by the name ``create_force(backend=...)`` takes.
 FORCE_BACKENDS: Dict[str, ForceBackend] = {}
+
+#: The backend ``create_force`` and the System builders use unless told otherwise.
+DEFAULT_BACKEND = "auto"
+
+
+def resolve_backend(backend: str, device: Optional[str] = None) -> str:
+    """``backend``, with ``"auto"`` replaced by ``"torch"`` (TorchForce usable here and no device other
+    than the CPU asked for: TorchForce follows the OpenMM platform instead) or ``"python"``."""
+    if backend == "auto":
+        on_cpu = device is None or torch.device(device).type == "cpu"
+        return "torch" if on_cpu and torchforce_unavailable() is None else "python"
+    return backend
 
 
 def register_backend(name: str, build: Optional[ForceBackend] = None):
@@ -188,7 +202,7 @@ class PythonForceComputation:
 
 
 def create_force(model, atoms=None, atomic_numbers: Optional[Sequence[int]] = None,
-                 periodic: Optional[bool] = None, backend: str = "torch",
+                 periodic: Optional[bool] = None, backend: str = DEFAULT_BACKEND,
                  atom_indices: Optional[Sequence[int]] = None, device: Optional[str] = None) -> openmm.Force:
     """An OpenMM force computing ``model`` (a file, :class:`~mlmd.model.Model` or potential).
 
@@ -199,17 +213,19 @@ def create_force(model, atoms=None, atomic_numbers: Optional[Sequence[int]] = No
             (instead of ``atoms``).
         periodic: whether the force uses OpenMM's periodic box (default: from
             ``atoms``, else False).
-        backend: a name in :data:`FORCE_BACKENDS`: ``"torch"`` (openmm-torch
-            ``TorchForce``) or ``"python"`` (``openmm.PythonForce``).
+        backend: ``"auto"`` (default: ``"torch"`` where openmm-torch works, else
+            ``"python"``) or a name in :data:`FORCE_BACKENDS`: ``"torch"``
+            (openmm-torch ``TorchForce``) or ``"python"`` (``openmm.PythonForce``).
         atom_indices: apply the model to these particles only (indices into
             the System; ``atoms``/``atomic_numbers`` still describe every particle).
         device: where the ``"python"`` backend runs the model (default cpu). The
             ``"torch"`` backend runs on the OpenMM platform's device (the CUDA
-            platform moves it to the GPU) and accepts no other device.
+            platform moves it to the GPU) and accepts no other device; with
+            ``"auto"``, a device other than the CPU chooses ``"python"``.
     """
-    build = FORCE_BACKENDS.get(backend)
+    build = FORCE_BACKENDS.get(resolve_backend(backend, device))
     if build is None:
-        raise MLMDError(f"unknown OpenMM backend {backend!r}; choose one of {', '.join(FORCE_BACKENDS)}")
+        raise MLMDError(f"unknown OpenMM backend {backend!r}; choose one of {', '.join(['auto', *FORCE_BACKENDS])}")
     numbers, periodic = _numbers_and_periodicity(atoms, atomic_numbers, periodic)
     indices = None
     if atom_indices is not None:
@@ -310,5 +326,5 @@ def model_source(model: Model) -> Union[str, bytes]:
     return buffer.getvalue()
 
 
-__all__ = ["FORCE_BACKENDS", "ForceBackend", "PythonForceComputation", "TorchForceModule", "check_species",
-           "create_force", "model_source", "python_force", "register_backend", "torch_force"]
+__all__ = ["DEFAULT_BACKEND", "FORCE_BACKENDS", "ForceBackend", "PythonForceComputation", "TorchForceModule", "check_species",
+           "create_force", "model_source", "python_force", "register_backend", "resolve_backend", "torch_force"]

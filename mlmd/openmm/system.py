@@ -3,7 +3,8 @@
 - :func:`create_system`: a pure-ML ``openmm.System`` from a Topology (one
   particle per atom, masses from the elements, the model as its only force);
 - :func:`create_mixed_system`: a classical System turned into a mechanically
-  embedded ML/MM one, in the spirit of OpenMM-ML's ``createMixedSystem``: the
+  embedded ML/MM one, as OpenMM-ML's ``createMixedSystem`` does (its argument
+  order, force group and ``lambda_interpolate`` interpolation included): the
   classical terms inside the ML region are removed (bonded terms by editing
   the System's XML, nonbonded pairs by exclusions, constraints on request)
   and the model acts on the ML atoms; ML–MM interactions stay classical;
@@ -14,7 +15,8 @@
 import re
 import sys
 import xml.etree.ElementTree as ElementTree
-from typing import Iterable, List, Optional, Sequence, Set, Tuple
+import copy
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import torch  # noqa: F401  (before openmm: openmm-torch's plugins link torch's libraries)
@@ -23,7 +25,7 @@ from openmm import app, unit
 
 from ..constants import ANGSTROM_NM
 from ..errors import MLMDError, StructureError
-from .force import create_force
+from .force import DEFAULT_BACKEND, create_force
 
 # Forces whose terms couple a fixed list of particles, stored in the XML as
 # <Bonds>/<Angles>/<Torsions> children with particle attributes p1.., a1.., b1...
@@ -41,12 +43,26 @@ _UNSUPPORTED_IN_MIXED = frozenset({
     "CustomCentroidBondForce", "AmoebaMultipoleForce", "AmoebaVdwForce", "AmoebaGeneralizedKirkwoodForce",
     "AmoebaWcaDispersionForce", "HippoNonbondedForce", "AmoebaTorsionTorsionForce", "DrudeForce",
 })
+# Forces without a potential energy (motion removers, barostats, thermostats): never interpolated.
+_WITHOUT_ENERGY = frozenset({
+    "CMMotionRemover", "MonteCarloBarostat", "MonteCarloAnisotropicBarostat", "MonteCarloMembraneBarostat",
+    "MonteCarloFlexibleBarostat", "AndersenThermostat",
+})
+#: OpenMM-ML's spelling of the options -> mlmd's.
+OPENMMML_OPTION_NAMES = {"removeConstraints": "remove_constraints", "forceGroup": "force_group",
+                         "removeCMMotion": "remove_cm_motion"}
+#: The global parameter of an interpolating mixed system (OpenMM-ML's name): 0 classical, 1 ML/MM.
+LAMBDA_PARAMETER = "lambda_interpolate"
 
 
-def create_system(topology: app.Topology, model, backend: str = "torch", periodic: Optional[bool] = None,
-                  device: Optional[str] = None) -> openmm.System:
+def create_system(topology: app.Topology, model, backend: str = DEFAULT_BACKEND, periodic: Optional[bool] = None,
+                  device: Optional[str] = None, force_group: int = 0, remove_cm_motion: bool = False,
+                  **openmmml_options: Any) -> openmm.System:
     """A System with one particle per topology atom (masses from the elements) and the model as its
-    only force; periodic with the topology's box when it has one (or as ``periodic`` says)."""
+    only force (in ``force_group``); periodic with the topology's box when it has one (or as
+    ``periodic`` says); with ``remove_cm_motion`` (OpenMM-ML: ``removeCMMotion``) a CMMotionRemover too."""
+    options = _options(dict(force_group=force_group, remove_cm_motion=remove_cm_motion), openmmml_options,
+                       "create_system")
     numbers = topology_numbers(topology)
     box = topology.getPeriodicBoxVectors()
     if periodic is None:
@@ -59,36 +75,102 @@ def create_system(topology: app.Topology, model, backend: str = "torch", periodi
         system.addParticle(atom.element.mass)
     if box is not None:
         system.setDefaultPeriodicBoxVectors(*box)
-    system.addForce(create_force(model, atomic_numbers=numbers, periodic=periodic, backend=backend,
-                                 device=device))
+    force = create_force(model, atomic_numbers=numbers, periodic=periodic, backend=backend, device=device)
+    force.setForceGroup(options["force_group"])
+    system.addForce(force)
+    if options["remove_cm_motion"]:
+        system.addForce(openmm.CMMotionRemover())
     return system
 
 
 def create_mixed_system(system: openmm.System, topology: app.Topology, model, ml_atoms: Iterable[int],
-                        backend: str = "torch", remove_constraints: bool = True,
-                        device: Optional[str] = None) -> openmm.System:
+                        backend: str = DEFAULT_BACKEND, remove_constraints: bool = True,
+                        device: Optional[str] = None, force_group: int = 0, interpolate: bool = False,
+                        remove_cm_motion: Optional[bool] = None, **openmmml_options: Any) -> openmm.System:
     """A copy of the classical ``system`` in which the model describes the atoms ``ml_atoms``
-    (mechanical embedding, in the spirit of OpenMM-ML's ``createMixedSystem``).
+    (mechanical embedding, as OpenMM-ML's ``createMixedSystem``).
 
     Bonded terms (bonds, angles, torsions, CMAP, custom bonded forces) whose
     particles all lie in the ML region are removed, nonbonded interactions
     between two ML atoms are excluded (``NonbondedForce`` exceptions with zero
     charge product and epsilon, ``CustomNonbondedForce`` exclusions), and, with
     ``remove_constraints``, so are constraints inside the ML region. ML–MM
-    interactions stay classical. The model acts on the ML atoms only.
+    interactions stay classical. The model acts on the ML atoms only, in ``force_group``.
+
+    OpenMM-ML's order ``(topology, system, ...)`` is accepted as well, and so are
+    its option names (``removeConstraints``, ``forceGroup``, ``removeCMMotion``).
+    With ``interpolate`` the energy is ``E = λ E_mixed + (1 - λ) E_classical``
+    with the global parameter ``lambda_interpolate`` (default 1), one
+    ``CustomCVForce`` in ``force_group`` holding both. ``remove_cm_motion``:
+    None keeps the classical system's CMMotionRemover as it is; True adds one
+    where missing, False removes it.
     """
+    if isinstance(system, app.Topology) and isinstance(topology, openmm.System):
+        system, topology = topology, system  # OpenMM-ML's argument order
+    options = _options(dict(remove_constraints=remove_constraints, force_group=force_group,
+                            remove_cm_motion=remove_cm_motion), openmmml_options, "create_mixed_system")
     ml = _checked_ml_atoms(system, topology, ml_atoms)
     _refuse_unsupported_forces(system)
     mixed = _without_bonded_terms_within(system, set(ml))
-    if remove_constraints:
+    if options["remove_constraints"]:
         _remove_constraints_within(mixed, set(ml))
     _exclude_pairs_within(mixed, ml)
     all_numbers = np.zeros(system.getNumParticles(), dtype=np.int64)
     all_numbers[ml] = topology_numbers(topology, ml)
-    mixed.addForce(create_force(model, atomic_numbers=all_numbers, atom_indices=ml,
-                                periodic=mixed.usesPeriodicBoundaryConditions(), backend=backend,
-                                device=device))
+    ml_force = create_force(model, atomic_numbers=all_numbers, atom_indices=ml,
+                            periodic=mixed.usesPeriodicBoundaryConditions(), backend=backend, device=device)
+    ml_force.setForceGroup(options["force_group"])
+    if interpolate:
+        _interpolate(mixed, system, ml_force, options["force_group"])
+    else:
+        mixed.addForce(ml_force)
+    _set_cm_motion_remover(mixed, options["remove_cm_motion"])
     return mixed
+
+
+def _options(values: Dict[str, Any], openmmml_options: Dict[str, Any], caller: str) -> Dict[str, Any]:
+    """``values`` updated with the OpenMM-ML spellings in ``openmmml_options``; unknown names are an error."""
+    for name, value in openmmml_options.items():
+        if OPENMMML_OPTION_NAMES.get(name) not in values:
+            known = ", ".join(sorted(set(values) | {k for k, v in OPENMMML_OPTION_NAMES.items() if v in values}))
+            raise MLMDError(f"{caller}: unknown option {name!r}; known options: {known}")
+        values[OPENMMML_OPTION_NAMES[name]] = value
+    return values
+
+
+def _interpolate(mixed: openmm.System, classical: openmm.System, ml_force: openmm.Force, force_group: int) -> None:
+    """Replace the energy terms of ``mixed`` by one CustomCVForce,
+    ``λ (ml + mixed terms) + (1 - λ) (classical terms)``, with λ the global parameter ``lambda_interpolate``."""
+    def energy_forces(system: openmm.System) -> List[int]:
+        return [i for i, force in enumerate(system.getForces()) if type(force).__name__ not in _WITHOUT_ENERGY]
+
+    interpolated = openmm.CustomCVForce("")
+    mixed_terms, classical_terms = ["ml"], []
+    interpolated.addCollectiveVariable("ml", ml_force)
+    for index in energy_forces(mixed):
+        mixed_terms.append(f"mixed{index}")
+        interpolated.addCollectiveVariable(mixed_terms[-1], copy.deepcopy(mixed.getForce(index)))
+    for index in energy_forces(classical):
+        classical_terms.append(f"classical{index}")
+        interpolated.addCollectiveVariable(classical_terms[-1], copy.deepcopy(classical.getForce(index)))
+    interpolated.setEnergyFunction(f"{LAMBDA_PARAMETER}*({'+'.join(mixed_terms)})"
+                                   f"+(1-{LAMBDA_PARAMETER})*({'+'.join(classical_terms) or '0'})")
+    interpolated.addGlobalParameter(LAMBDA_PARAMETER, 1.0)
+    interpolated.setForceGroup(force_group)
+    for index in reversed(energy_forces(mixed)):
+        mixed.removeForce(index)
+    mixed.addForce(interpolated)
+
+
+def _set_cm_motion_remover(system: openmm.System, wanted: Optional[bool]) -> None:
+    if wanted is None:
+        return
+    removers = [i for i, force in enumerate(system.getForces()) if isinstance(force, openmm.CMMotionRemover)]
+    if wanted and not removers:
+        system.addForce(openmm.CMMotionRemover())
+    if not wanted:
+        for index in reversed(removers):
+            system.removeForce(index)
 
 
 def _checked_ml_atoms(system: openmm.System, topology: app.Topology, ml_atoms: Iterable[int]) -> List[int]:
@@ -224,4 +306,4 @@ def _reduced_box(cell) -> Tuple[np.ndarray, np.ndarray]:
     return np.array([a, b, c]), rotation
 
 
-__all__ = ["create_mixed_system", "create_system", "topology_from_atoms", "topology_numbers"]
+__all__ = ["LAMBDA_PARAMETER", "OPENMMML_OPTION_NAMES", "create_mixed_system", "create_system", "topology_from_atoms", "topology_numbers"]
