@@ -195,3 +195,21 @@ def test_restart_keeps_the_count(tmp_path):
     moved.set_velocities(np.full((3, 3), 0.01))  # what the fresh start would see is irrelevant on restart
     resumed = TorchEngine(moved, MorseNetwork(water()), settings, restart=payload)
     assert resumed.state.constrained_dof.tolist() == [6, 6]
+
+
+def test_single_replica_drivers_count_what_the_forecaster_conserves():
+    """The ASE and OpenMM forecast drivers rebuild a one-replica state every call: it must count N_f as the
+    rollout engine does (3N - 6 for a molecule at rest overall, 3N - 3 for a periodic cell without momentum,
+    3N when momentum is not zero), else their CSVR heats a molecule by 3N / (3N - 6)."""
+    from mlmd.dynamics.rollout_engine import single_replica_state
+
+    def state_of(atoms, velocities, pbc):
+        cell = np.eye(3) * 10.0 if pbc else np.zeros((3, 3))
+        return single_replica_state(atoms.positions, velocities, atoms.get_masses(), atoms.numbers, cell,
+                                    [pbc] * 3, np.zeros(len(atoms), dtype=bool), 300.0, 0.001, 0, 0)
+
+    atoms = at_rest_overall(methane(), 300.0, seed=5)
+    velocities = atoms.get_velocities() * units.fs
+    assert degrees_of_freedom(state_of(atoms, velocities, False)).tolist() == [9.0]
+    assert degrees_of_freedom(state_of(atoms, velocities, True)).tolist() == [12.0]
+    assert degrees_of_freedom(state_of(atoms, velocities + 0.001, False)).tolist() == [15.0]

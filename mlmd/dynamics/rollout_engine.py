@@ -159,8 +159,13 @@ class RolloutEngine(StateEngine):
 def single_replica_state(positions_A, velocities_A_per_fs, masses_amu, numbers, cell_A, pbc, fixed,
                          temperature_K: float, rate_per_fs: float, seed: int, step: int):
     """A one-replica :class:`integrators.rollout.RolloutState` from plain arrays (Å, Å/fs, amu, Å), for drivers
-    that keep their state elsewhere (an ASE ``Atoms``, an OpenMM ``Context``)."""
+    that keep their state elsewhere (an ASE ``Atoms``, an OpenMM ``Context``).
+
+    Its ``constrained_dof`` counts what the forecaster's conservation layer keeps at zero in this state (zero
+    total momentum, and zero angular momentum when isolated), so CSVR and the temperature use N_f = 3N - 3 or
+    3N - 6 as :class:`RolloutEngine` does, not 3N."""
     from integrators import rollout
+    from integrators.state import conserved_components
 
     from ..constants import AMU_A2_PER_FS2_EV
 
@@ -170,7 +175,7 @@ def single_replica_state(positions_A, velocities_A_per_fs, masses_amu, numbers, 
         torch.as_tensor(np.asarray(numbers), dtype=torch.int64), as_float(cell_A)[None],
         torch.as_tensor(np.asarray(pbc, dtype=bool))[None], torch.zeros(len(numbers), dtype=torch.int64),
         kT=KB_EV_PER_K * temperature_K, friction=rate_per_fs, seeds=seed, fixed=torch.as_tensor(fixed))
-    return state.replace(step=step)
+    return state.replace(step=step, constrained_dof=conserved_components(state))
 
 
 def checked_interval(state, forecaster: LoadedForecaster, min_distance_A: Optional[float],
