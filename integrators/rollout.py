@@ -19,6 +19,19 @@ forecast, with relaxation rate ``friction = 1/τ`` per replica
 with seed s repeats a single run with seed s. Units as in
 :mod:`integrators.state`: Å, fs, eV, masses in eV·fs²/Å².
 
+Stochastic forecasters (``stochastic=True``) get standard normal
+``noise [N,6] = gaussian_noise(seed, n, stream 1)`` as their last argument and
+sample the new state from their predicted distribution (see
+:mod:`potentials.forecaster`); the same seed and step give the same sample, so
+restarts repeat bit for bit.
+
+Energy-aware step (``potential_energy`` given, ``U(x, Z, cell, pbc, batch) -> [B]`` eV):
+between thermostat actions the reference dynamics conserves ``E = U + K``, so the
+forecast velocities of each replica are scaled by ``sqrt((E - U(x')) / K')`` (before
+CSVR, which then adds or removes what the thermostat exchanges). A replica whose
+forecast positions already carry more potential energy than ``E`` is left unscaled.
+``U`` of the current positions is carried in ``potential_energy`` (NaN: not known yet).
+
 Fixed atoms (``fixed``) neither move nor carry velocity, whatever the
 forecaster says.
 
@@ -32,12 +45,13 @@ N_f = 3N - ``constrained_dof`` counts only the components that carry kinetic ene
 """
 
 from dataclasses import dataclass
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 import torch
 from torch import Tensor
 
 from .csvr import csvr_rescale
+from .noise import gaussian_noise
 from .splitting import next_step
 from .state import (SystemState, degrees_of_freedom, kinetic_energy, kinetic_kT,  # the last two: re-exported
                     remove_conserved_motion)
@@ -46,7 +60,11 @@ from .state import (SystemState, degrees_of_freedom, kinetic_energy, kinetic_kT,
 #   -> {"displacement": [N,3], "velocities": [N,3]}
 Forecaster = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor], Dict[str, Tensor]]
 
+#: A potential energy ``U(positions, atomic_numbers, cell, pbc, batch) -> [B]`` eV.
+PotentialEnergy = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
+
 THERMOSTAT_STREAM = 0
+FORECAST_STREAM = 1
 
 
 @dataclass
@@ -56,6 +74,7 @@ class RolloutState(SystemState):
 
     images: Tensor  # [N,3] int64 lattice translations removed by wrapping
     inverse_basis: Tensor  # [B,3,3] inverse of the cell completed to a basis (for fractional coordinates)
+    potential_energy: Optional[Tensor] = None  # [B] eV at ``positions`` for the energy-aware step (NaN: unknown)
 
     def unwrapped_positions(self) -> Tensor:
         """x + images @ cell ``[N,3]``: the continuous trajectory (for displacements and MSD)."""
@@ -111,22 +130,55 @@ def thermostat(state: RolloutState, duration: float) -> RolloutState:
     return csvr_rescale(state, duration, THERMOSTAT_STREAM, dof=degrees_of_freedom(state))
 
 
-def step(state: RolloutState, forecaster: Forecaster, interval: float) -> RolloutState:
-    """One forecast interval of ``interval`` fs: forecast, wrap, then CSVR on thermostatted replicas."""
-    out = forecaster(state.positions, state.atomic_numbers, state.cell, state.pbc, state.batch, state.velocities)
+def forecast_noise(state: RolloutState) -> Tensor:
+    """The standard normal ``[N,6]`` a stochastic forecaster samples with at this state's step."""
+    return gaussian_noise(state.seeds, state.step, FORECAST_STREAM, state.batch, state.local_index, columns=6,
+                          dtype=state.positions.dtype)
+
+
+def energy_conserving(moved: RolloutState, total_energy: Tensor, potential_energy: PotentialEnergy) -> RolloutState:
+    """``moved`` with each replica's velocities scaled so that ``U + K`` equals ``total_energy [B]`` (eV),
+    and ``potential_energy`` set to ``U`` of its positions; replicas with ``U >= total_energy`` keep theirs."""
+    energy = potential_energy(moved.positions, moved.atomic_numbers, moved.cell, moved.pbc, moved.batch)
+    energy = energy.detach().to(moved.positions.dtype)
+    kinetic = kinetic_energy(moved)
+    wanted = total_energy - energy
+    possible = (wanted > 0) & (kinetic > 0)
+    scale = torch.sqrt(torch.where(possible, wanted, kinetic) / torch.where(kinetic > 0, kinetic,
+                                                                          torch.ones_like(kinetic)))
+    scale = torch.where(possible, scale, torch.ones_like(scale))
+    return moved.replace(velocities=moved.velocities * scale[moved.batch].unsqueeze(1), potential_energy=energy)
+
+
+def step(state: RolloutState, forecaster: Forecaster, interval: float, stochastic: bool = False,
+         potential_energy: Optional[PotentialEnergy] = None) -> RolloutState:
+    """One forecast interval of ``interval`` fs: forecast (sampled when ``stochastic``), wrap, remove
+    conserved motion, the energy-aware scaling when ``potential_energy`` is given, then CSVR."""
+    inputs = (state.positions, state.atomic_numbers, state.cell, state.pbc, state.batch, state.velocities)
+    total_energy = None
+    if potential_energy is not None:
+        known = state.potential_energy
+        if known is None or bool(torch.isnan(known).any()):
+            known = potential_energy(*inputs[:5]).detach().to(state.positions.dtype)
+        total_energy = known + kinetic_energy(state)
+    out = forecaster(*inputs, noise=forecast_noise(state)) if stochastic else forecaster(*inputs)
     keep = state.fixed.unsqueeze(1)
     displacement = out["displacement"].to(state.positions.dtype)
     velocities = out["velocities"].to(state.positions.dtype)
     displacement = torch.where(keep, torch.zeros_like(displacement), displacement)
     velocities = torch.where(keep, torch.zeros_like(velocities), velocities)
     positions, shift = wrap(state.positions + displacement, state.cell, state.pbc, state.batch, state.inverse_basis)
-    moved = state.replace(positions=positions, velocities=velocities, images=state.images + shift)
+    moved = state.replace(positions=positions, velocities=velocities, images=state.images + shift,
+                          potential_energy=None)
     if bool((state.constrained_dof > 0).any()):
         moved = remove_conserved_motion(moved)
+    if total_energy is not None:
+        moved = energy_conserving(moved, total_energy, potential_energy)
     if bool((state.friction > 0).any()):
         moved = thermostat(moved, interval)
     return next_step(moved)
 
 
-__all__ = ["Forecaster", "RolloutState", "init", "kinetic_energy", "degrees_of_freedom", "step", "kinetic_kT",
+__all__ = ["FORECAST_STREAM", "Forecaster", "PotentialEnergy", "RolloutState", "energy_conserving", "forecast_noise",
+           "init", "kinetic_energy", "degrees_of_freedom", "step", "kinetic_kT",
            "remove_conserved_motion", "thermostat", "wrap", "wrapping_basis"]

@@ -90,7 +90,8 @@ def run(structure, model, *, time: Union[str, float, None] = None, steps: Option
         state_file: Optional[PathLike] = None, min_distance_A: Optional[float] = DEFAULT_MIN_DISTANCE_A,
         max_temperature_K: Optional[float] = None, progress: bool = False, observers=(), overwrite: bool = False,
         threads: Optional[int] = None, frame: Optional[int] = None, use_velocities: Optional[bool] = None,
-        temperature_drift_K: Optional[float] = None) -> RunResult:
+        temperature_drift_K: Optional[float] = None, mean_only: bool = False,
+        energy_correction: bool = False) -> RunResult:
     """Roll a forecaster out from ``structure`` (ASE Atoms or any file ASE reads).
 
     Args:
@@ -112,6 +113,10 @@ def run(structure, model, *, time: Union[str, float, None] = None, steps: Option
         temperature_drift_K: with CSVR, stop when a replica's mean temperature over a window settles this far
             from the target, or its temperature falls below the canonical lower tail
             (:class:`mlmd.dynamics.guards.ThermostatCheck`; None: the default tolerance, 0: off).
+        mean_only: run a stochastic forecaster on its mean (the deterministic mode, for comparison).
+        energy_correction: scale the forecast velocities every interval so that ``U + K`` of the
+            ``potential``/``calculator`` changes only by what the thermostat exchanges (one energy call
+            per interval; :func:`integrators.rollout.energy_conserving`).
     """
     arguments = dict(locals())
     from .model import torch_threads
@@ -122,7 +127,8 @@ def run(structure, model, *, time: Union[str, float, None] = None, steps: Option
 
 def _run_forecast(structure, model, *, time, steps, temperature_K, thermostat, tau_fs, seed, replicas, device,
                   potential, calculator, log, trajectory, stride, restart, restart_file, restart_every, state_file,
-                  min_distance_A, max_temperature_K, progress, observers, overwrite, threads, frame,
+                  min_distance_A, max_temperature_K, progress, observers, overwrite, threads, frame, mean_only,
+                  energy_correction,
                   use_velocities, temperature_drift_K) -> RunResult:
     from .checks import check_atoms, fixed_atoms_mask
     from .io import load_structure
@@ -168,7 +174,8 @@ def _run_forecast(structure, model, *, time, steps, temperature_K, thermostat, t
                             f"{total} intervals long; give a longer --time or --steps to continue")
 
     settings = ForecastSettings(temperature_K=temperature_K, thermostat=thermostat, tau_fs=tau_fs, seed=seed,
-                                replicas=replicas, device=device)
+                                replicas=replicas, device=device, mean_only=mean_only,
+                                energy_correction=energy_correction)
     # The monitor's energy is only logged: evaluate it at the logged intervals (as the driver records them).
     engine = RolloutEngine(atoms, forecaster, settings, restart_data, monitor,
                            monitor_when=lambda step: step % stride == 0 or step == total)
@@ -237,6 +244,11 @@ def _add_arguments(parser) -> None:
     monitor = parser.add_mutually_exclusive_group()
     monitor.add_argument("--potential", metavar="MODEL.pt", help="mlmd potential whose energy is logged (epot_eV)")
     monitor.add_argument("--calculator", metavar="NAME", help="ASE calculator whose energy is logged (emt, lj, ...)")
+    add("--energy-correction", action="store_true",
+        help="energy-aware forecast: scale the forecast velocities every interval so that the --potential's (or "
+        "--calculator's) U + K changes only by what the thermostat exchanges (one energy call per interval)")
+    add("--mean", action="store_true",
+        help="run a stochastic forecaster on its mean instead of sampling (the deterministic mode)")
     add("--temperature-drift", metavar="K", type=float,
         help="with csvr: stop when a replica's running mean temperature settles this far from the target, or it "
         "falls below the canonical lower tail (default: 5 standard errors of the mean, at least 5 %% of T; 0: off)")
@@ -247,7 +259,8 @@ def _run(args) -> int:
     result = run(args.structure, args.model, time=args.time, steps=args.steps, temperature_K=args.temperature,
                  thermostat=args.thermostat, tau_fs=parse_time_fs(args.tau), seed=args.seed, replicas=args.replicas,
                  device=args.device, potential=args.potential, calculator=args.calculator,
-                 temperature_drift_K=args.temperature_drift, **run_options(args))
+                 temperature_drift_K=args.temperature_drift, mean_only=args.mean,
+                 energy_correction=args.energy_correction, **run_options(args))
     print(summary("mlmd forecast", result))
     return 0
 

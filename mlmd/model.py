@@ -152,20 +152,28 @@ class Model:
         """Energy ``[B]`` eV and forces ``[N,3]`` eV/Å: the callable :mod:`integrators` steps with."""
         return self(positions, atomic_numbers, cell, pbc, batch, True, False)
 
-    def forecast(self, positions, atomic_numbers, cell, pbc, batch, velocities) -> Dict[str, torch.Tensor]:
+    def forecast(self, positions, atomic_numbers, cell, pbc, batch, velocities,
+                 noise: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         """One forecaster step of :attr:`interval_fs`: ``{"displacement" [N,3] Å, "velocities" [N,3] Å/fs}``.
 
         Inputs as the model contract plus ``velocities [N,3]`` Å/fs; new positions are
-        ``positions + displacement`` (unwrapped).
+        ``positions + displacement`` (unwrapped). A stochastic forecaster samples with the standard
+        normal ``noise [N,6]`` and returns its mean without it.
         """
         if not self.is_forecaster:
             raise MLMDError(f"{self._name()} is a potential ({self.family}), not a trajectory forecaster: it has no "
                             "forecast(); call it for energy and forces, or load a forecaster model "
                             "(model.family = \"forecaster\")")
+        if noise is not None and not self.metadata.get("stochastic", False):
+            raise MLMDError(f"{self._name()} is a deterministic forecaster: it takes no noise")
         if self.neighbors is None:
-            return self.module(positions, atomic_numbers, cell, pbc, batch, velocities)
+            if noise is None:
+                return self.module(positions, atomic_numbers, cell, pbc, batch, velocities)
+            return self.module(positions, atomic_numbers, cell, pbc, batch, velocities, None, None, noise)
         edge_index, shifts = self.neighbors(positions, cell, pbc, batch)
-        return self.module(positions, atomic_numbers, cell, pbc, batch, velocities, edge_index, shifts)
+        if noise is None:
+            return self.module(positions, atomic_numbers, cell, pbc, batch, velocities, edge_index, shifts)
+        return self.module(positions, atomic_numbers, cell, pbc, batch, velocities, edge_index, shifts, noise)
 
     def _name(self) -> str:
         return f"model {self.path}" if self.path else "this model"

@@ -37,6 +37,25 @@ RMS(d - v tau) = 0.12 Å against RMS(d) = 0.084 Å). The fitted prior takes the 
 both, and the scaled targets are of order one. Without the prior
 (``ballistic_prior=False``) ``a = b = 0``: ``d = s_d n_d``, ``v' = s_v n_v``.
 
+Stochastic forecaster (``stochastic=True``). A forecaster trained on mean-squared error
+predicts the conditional mean of ``(d, v')``, which lacks the variance of what it cannot
+know (the force integral over the interval, the reference thermostat): every call then
+removes kinetic energy and a liquid freezes. With ``stochastic`` the readouts also give
+three scalars per atom, a Gaussian over each Cartesian component of the residual:
+
+    sigma_d = s_d exp(l_d),   sigma_v = s_v exp(l_v),   rho = 0.99 tanh(r)
+
+(Å, Å/fs; ``rho`` the correlation of the d and v' residuals, which share the unknown force
+integral), trained by the Gaussian negative log-likelihood
+(:mod:`mlmd.training.objectives.trajectory`). Given standard normal ``noise [N,6]``
+(``xi_1 = noise[:, :3]``, ``xi_2 = noise[:, 3:]``; the caller draws it, counter-based and
+seeded, so runs and restarts repeat bit for bit) a call samples
+
+    d  += sigma_d xi_1,       v' += sigma_v (rho xi_1 + sqrt(1 - rho^2) xi_2)
+
+before the conservation layer; without ``noise`` it returns the mean. The outputs then also
+carry ``"displacement_spread"``, ``"velocity_spread"`` (``[N]``, Å and Å/fs) and ``"correlation"``.
+
 The :class:`ConservationLayer` then projects ``(d, v')`` so that momentum and the
 motion of the centre of mass are exact (and angular momentum for isolated systems).
 Rotations, reflections, translations and permutations act on the outputs as on the
@@ -160,6 +179,7 @@ class ForecasterModel(Configurable, AtomisticModel):
         prior_displacement: Optional[Sequence[float]] = None,
         prior_velocity: Optional[Sequence[float]] = None,
         conserve: bool = True,
+        stochastic: bool = False,
     ):
         super().__init__(list(species), cutoff)
         if channels < 1 or lmax < 1 or num_layers < 1 or num_basis < 1 or num_speed_basis < 2:
@@ -194,6 +214,7 @@ class ForecasterModel(Configurable, AtomisticModel):
         self.velocity_scale: float = velocity_scale
         self.ballistic_prior: bool = bool(ballistic_prior)
         self.conserve: bool = bool(conserve)
+        self.stochastic: bool = bool(stochastic)
         self.channels = int(channels)
         self._config: Dict[str, Any] = dict(
             species=list(self.species), masses=[float(m) for m in masses], cutoff=float(cutoff),
@@ -204,7 +225,7 @@ class ForecasterModel(Configurable, AtomisticModel):
             displacement_rms=float(displacement_rms), velocity_rms=float(velocity_rms),
             displacement_scale=displacement_scale, velocity_scale=velocity_scale,
             ballistic_prior=bool(ballistic_prior), prior_displacement=prior[0], prior_velocity=prior[1],
-            conserve=bool(conserve),
+            conserve=bool(conserve), stochastic=bool(stochastic),
         )
         self.register_buffer("masses", torch.tensor([float(m) for m in masses], dtype=torch.get_default_dtype()))
         self.register_buffer("prior_displacement", torch.tensor(prior[0], dtype=torch.get_default_dtype()))
@@ -231,11 +252,13 @@ class ForecasterModel(Configurable, AtomisticModel):
         self.speed_net = FullyConnectedNet([num_speed_basis, radial_hidden, self.velocity_product.weight_numel],
                                            torch.nn.functional.silu)
         blocks = []
-        self.initial_readout = o3.Linear(irreps, o3.Irreps("2x1o"))
+        # Two vectors (d, v'), and with ``stochastic`` three scalars (log spreads, correlation).
+        outputs = o3.Irreps("2x1o+3x0e" if self.stochastic else "2x1o")
+        self.initial_readout = o3.Linear(irreps, outputs)
         readouts = []
         for _ in range(num_layers):
             blocks.append(InteractionBlock(irreps, channels, lmax, num_basis, radial_hidden, avg_num_neighbors))
-            readouts.append(o3.Linear(irreps, o3.Irreps("2x1o")))
+            readouts.append(o3.Linear(irreps, outputs))
         self.blocks = torch.nn.ModuleList(blocks)
         self.readouts = torch.nn.ModuleList(readouts)
 
@@ -246,6 +269,7 @@ class ForecasterModel(Configurable, AtomisticModel):
             "interval_fs": self.interval_fs,
             "timestep_fs": self.timestep_fs,
             "interval_steps": self.interval_steps,
+            "stochastic": self.stochastic,
             "normalization": {"displacement_rms_A": self.displacement_rms,
                               "velocity_rms_A_per_fs": self.velocity_rms,
                               "displacement_scale_A": self.displacement_scale,
@@ -258,7 +282,7 @@ class ForecasterModel(Configurable, AtomisticModel):
 
     def forward(self, positions: Tensor, atomic_numbers: Tensor, cell: Tensor, pbc: Tensor, batch: Tensor,
                 velocities: Tensor, edge_index: Optional[Tensor] = None,
-                shifts: Optional[Tensor] = None) -> Dict[str, Tensor]:
+                shifts: Optional[Tensor] = None, noise: Optional[Tensor] = None) -> Dict[str, Tensor]:
         dtype = self.dtype_probe.dtype
         positions = positions.to(dtype)
         velocities = velocities.to(dtype)
@@ -283,7 +307,20 @@ class ForecasterModel(Configurable, AtomisticModel):
             features = block(features, edge_sh, edge_basis, centre, neighbour)
             out = out + readout(features)
         displacement = self.displacement_scale * out[:, :3]
-        new_velocities = self.velocity_scale * out[:, 3:]
+        new_velocities = self.velocity_scale * out[:, 3:6]
+        spreads: Dict[str, Tensor] = {}
+        if self.stochastic:
+            # exp of a clamped log: spreads between 3e-4 and 55 times the residual RMS.
+            spread_d = self.displacement_scale * torch.exp(out[:, 6].clamp(-8.0, 4.0))
+            spread_v = self.velocity_scale * torch.exp(out[:, 7].clamp(-8.0, 4.0))
+            correlation = 0.99 * torch.tanh(out[:, 8])
+            spreads = {"displacement_spread": spread_d, "velocity_spread": spread_v, "correlation": correlation}
+            if noise is not None:
+                first, second = noise[:, :3].to(dtype), noise[:, 3:6].to(dtype)
+                rho = correlation.unsqueeze(1)
+                displacement = displacement + spread_d.unsqueeze(1) * first
+                new_velocities = new_velocities + spread_v.unsqueeze(1) * (
+                    rho * first + torch.sqrt(1.0 - rho * rho) * second)
         if self.ballistic_prior:
             displacement = displacement + (self.interval_fs * self.prior_displacement[species]).unsqueeze(1) * velocities
             new_velocities = new_velocities + self.prior_velocity[species].unsqueeze(1) * velocities
@@ -291,6 +328,8 @@ class ForecasterModel(Configurable, AtomisticModel):
             displacement, new_velocities = self.conservation(displacement, new_velocities, positions, velocities,
                                                              self.masses[species], batch, pbc, self.interval_fs)
         result: Dict[str, Tensor] = {"displacement": displacement, "velocities": new_velocities}
+        for key, value in spreads.items():
+            result[key] = value
         if not self.training:
             for key in list(result.keys()):
                 result[key] = result[key].detach()

@@ -13,7 +13,13 @@ carry momentum, so only a structure given with momentum-free velocities (a frame
 trajectory) counts fewer.
 An optional energy monitor (:func:`mlmd.dynamics.potential.energy_monitor`) fills ``epot_eV`` at the
 steps ``monitor_when(step)`` names (the logged ones): it is a whole potential call, often dearer than
-the forecast itself, so the intervals in between do not pay for it.
+the forecast itself, so the intervals in between do not pay for it. With
+``settings.energy_correction`` the same potential makes every interval energy-aware
+(:func:`integrators.rollout.energy_conserving`: one energy call per interval), and ``epot_eV`` is then
+the value that step computed anyway.
+
+A stochastic forecaster samples every interval (seeded noise, :func:`integrators.rollout.forecast_noise`)
+unless ``settings.mean_only`` asks for its mean (the deterministic mode, for comparison).
 """
 
 from dataclasses import dataclass
@@ -39,6 +45,7 @@ class LoadedForecaster:
     species: List[int]
     cutoff: float
     source: str = "forecaster"
+    stochastic: bool = False  # it samples from a predicted distribution when given noise
 
 
 def load_forecaster(model, device: str = "cpu") -> LoadedForecaster:
@@ -70,7 +77,8 @@ def load_forecaster(model, device: str = "cpu") -> LoadedForecaster:
         raise MLMDError(f"{name} does not say its interval (interval_fs); re-export the forecaster")
     species = metadata.get("species", None) or list(getattr(module, "species", []))
     cutoff = float(metadata.get("cutoff", getattr(module, "cutoff", 0.0)))
-    return LoadedForecaster(call, float(interval), [int(z) for z in species], cutoff, name)
+    stochastic = bool(metadata.get("stochastic", getattr(module, "stochastic", False)))
+    return LoadedForecaster(call, float(interval), [int(z) for z in species], cutoff, name, stochastic)
 
 
 @dataclass
@@ -83,14 +91,18 @@ class ForecastSettings:
     seed: int = 0
     replicas: int = 1
     device: str = "cpu"
+    mean_only: bool = False  # a stochastic forecaster returns its mean instead of sampling
+    energy_correction: bool = False  # scale velocities so that the monitor potential's U + K is conserved
 
 
-def rollout_step(state, forecaster: LoadedForecaster):
-    """One interval of :func:`integrators.rollout.step`; a failing forecaster call raises ForceCallFailed."""
+def rollout_step(state, forecaster: LoadedForecaster, sample: bool = True, potential_energy=None):
+    """One interval of :func:`integrators.rollout.step` (sampled when the forecaster is stochastic and
+    ``sample``; energy-aware with ``potential_energy``); a failing call raises ForceCallFailed."""
     from integrators import rollout
 
     try:
-        return rollout.step(state, forecaster.call, forecaster.interval_fs)
+        return rollout.step(state, forecaster.call, forecaster.interval_fs, forecaster.stochastic and sample,
+                            potential_energy)
     except (RuntimeError, ValueError, ArithmeticError, KeyError, torch.jit.Error) as exc:
         raise ForceCallFailed(f"the forecaster call failed ({one_line(exc)})") from exc
 
@@ -111,32 +123,41 @@ class RolloutEngine(StateEngine):
         if settings.thermostat not in THERMOSTATS:
             raise MLMDError(f"unknown thermostat {settings.thermostat!r}; choose one of {', '.join(THERMOSTATS)}")
         self.forecaster, self.monitor, self.monitor_when = forecaster, monitor, monitor_when
+        if settings.energy_correction and monitor is None:
+            raise MLMDError("the energy-aware forecast needs a potential: give --potential MODEL.pt or --calculator "
+                            "NAME (or drop --energy-correction)")
+        self.sample = not settings.mean_only
+        self.potential_energy = monitor if settings.energy_correction else None
         device = settings.device
         system, positions, velocities = start_or_continue(atoms, settings.replicas, settings.seed,
                                                           settings.temperature_K, device, "mlmd forecast", restart)
         rate = (1.0 / settings.tau_fs) if settings.thermostat == "csvr" else 0.0
         state = rollout.init(positions, velocities, kT=KB_EV_PER_K * settings.temperature_K, friction=rate,
                              **system.arguments())
-        if restart is not None:
-            state = state.replace(images=restart["images"].to(device), step=int(restart["step"]))
-            for _ in range(WARM_UP_CALLS):  # TorchScript's first calls run unoptimised graphs
-                forecaster.call(state.positions, state.atomic_numbers, state.cell, state.pbc, state.batch,
-                                state.velocities)
         if restart is not None and "constrained_dof" in restart:
             constrained = restart["constrained_dof"].to(device)
         else:  # a fresh start (or a restart file written before the count was stored)
             constrained = conserved_components(state)
-        self.state = state.replace(constrained_dof=constrained)
+        state = state.replace(constrained_dof=constrained)
+        if restart is not None:
+            known = restart.get("potential_energy")
+            state = state.replace(images=restart["images"].to(device), step=int(restart["step"]),
+                                  potential_energy=None if known is None else known.to(device))
+            for _ in range(WARM_UP_CALLS):  # TorchScript's first calls run unoptimised graphs: take (and drop)
+                self.step_once(state)         # whole intervals, so every call on the way is warmed up
+        self.state = state
 
     def step_once(self, state):
-        return rollout_step(state, self.forecaster)
+        return rollout_step(state, self.forecaster, self.sample, self.potential_energy)
 
     def snapshot(self) -> Snapshot:
         from integrators import rollout
 
         state = self.state
         epot = None
-        if self.monitor is not None and self.monitor_when(state.step):
+        if state.potential_energy is not None:  # the energy-aware step computed it anyway
+            epot = state.potential_energy.detach().cpu().numpy().astype(np.float64)
+        elif self.monitor is not None and self.monitor_when(state.step):
             epot = self.monitor(state.positions, state.atomic_numbers, state.cell, state.pbc, state.batch)
             epot = epot.detach().cpu().numpy().astype(np.float64)
         return Snapshot(
@@ -153,7 +174,8 @@ class RolloutEngine(StateEngine):
 
     def payload(self, point) -> dict:
         return {"step": point.step, "positions": point.positions.cpu(), "velocities": point.velocities.cpu(),
-                "images": point.images.cpu(), "constrained_dof": point.constrained_dof.cpu()}
+                "images": point.images.cpu(), "constrained_dof": point.constrained_dof.cpu(),
+                **({} if point.potential_energy is None else {"potential_energy": point.potential_energy.cpu()})}
 
 
 def single_replica_state(positions_A, velocities_A_per_fs, masses_amu, numbers, cell_A, pbc, fixed,

@@ -8,6 +8,17 @@ With ``s_d``, ``s_v`` the model's residual scales (Å, Å/fs), predicted states
 
 ``w_1 = 1``, ``w_k = rollout_weight`` for ``k = 2..rollout_steps`` (one-step MSE on
 normalised targets when ``rollout_steps = 1``); ``<.>`` averages over components.
+
+A stochastic forecaster (``model.stochastic = true``, see :mod:`potentials.forecaster`) is
+trained on the Gaussian negative log-likelihood of the same residuals instead, with its
+per-atom spreads ``sigma_d``, ``sigma_v`` and correlation ``rho``; with ``a = r_d / sigma_d``
+and ``b = r_v / sigma_v`` per component (``r`` the residuals of the mean, unrolled along the
+mean path for ``k > 1``)::
+
+    NLL = < log(sigma_d / s_d) + log(sigma_v / s_v) + log(1 - rho^2) / 2
+            + (a^2 - 2 rho a b + b^2) / (2 (1 - rho^2)) >
+
+(constants dropped; ``displacement_weight`` and ``velocity_weight`` do not apply).
 With ``time_reversal`` each training sample is reversed with probability 1/2
 (seeded by ``(training.seed, epoch)``, so a resumed run draws the same).
 Metrics are one-step: RMSE of ``d`` (Å) and ``v'`` (Å/fs), relative to the RMS of
@@ -151,27 +162,37 @@ class TrajectoryObjective(Objective):
         return self.dataset.batches(indices, batch_size, dtype, reverse)
 
     def unroll(self, module, batch, steps: int):
-        """Predicted (positions, velocities) after each of ``steps`` calls."""
+        """Predicted (positions, velocities, outputs) after each of ``steps`` calls (the mean path)."""
         x, v = batch["positions"], batch["velocities"]
         states = []
         for _ in range(steps):
             out = module(x, batch["atomic_numbers"], batch["cell"], batch["pbc"], batch["batch"], v)
             x, v = x + out["displacement"], out["velocities"]
-            states.append((x, v))
+            states.append((x, v, out))
         return states
 
-    def step_loss(self, x, v, batch, k: int):
-        """Normalised squared error of the state after call ``k + 1``."""
+    def step_loss(self, x, v, out, batch, k: int):
+        """Normalised squared error (or, for a stochastic forecaster, the NLL) of the state after call ``k + 1``."""
         s_d, s_v = self.scales
-        return (self.weights["displacement"] * (((x - batch["target_positions"][k]) / s_d) ** 2).mean()
-                + self.weights["velocity"] * (((v - batch["target_velocities"][k]) / s_v) ** 2).mean())
+        r_d, r_v = x - batch["target_positions"][k], v - batch["target_velocities"][k]
+        if "displacement_spread" not in out:
+            return (self.weights["displacement"] * ((r_d / s_d) ** 2).mean()
+                    + self.weights["velocity"] * ((r_v / s_v) ** 2).mean())
+        from torch import log
+
+        sigma_d, sigma_v = out["displacement_spread"].unsqueeze(1), out["velocity_spread"].unsqueeze(1)
+        rho = out["correlation"].unsqueeze(1)
+        a, b, one_minus = r_d / sigma_d, r_v / sigma_v, 1.0 - rho * rho
+        nll = (log(sigma_d / s_d) + log(sigma_v / s_v) + 0.5 * log(one_minus)
+               + (a * a - 2.0 * rho * a * b + b * b) / (2.0 * one_minus))
+        return nll.mean()
 
     def rollout_loss(self, states, batch):
         """``(L, pairs)`` of unrolled ``states`` (see the module docstring)."""
         total, norm = 0.0, 0.0
-        for k, (x, v) in enumerate(states):
+        for k, (x, v, out) in enumerate(states):
             weight = 1.0 if k == 0 else self.weights["rollout"]
-            total = total + weight * self.step_loss(x, v, batch, k)
+            total = total + weight * self.step_loss(x, v, out, batch, k)
             norm += weight
         return total / norm, len(batch["n_atoms"])
 
@@ -187,7 +208,7 @@ class TrajectoryObjective(Objective):
                 batch = to_device(batch, device)
                 states = self.unroll(module, batch, batch["target_positions"].shape[0])
                 loss, pairs = self.rollout_loss(states, batch)
-                x, v = states[0]
+                x, v, _ = states[0]
                 x0, v0 = batch["positions"], batch["velocities"]
                 d_true = batch["target_positions"][0] - x0
                 v_true = batch["target_velocities"][0]

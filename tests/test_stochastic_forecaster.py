@@ -1,0 +1,228 @@
+"""The stochastic forecaster (issue 14): a Gaussian over each residual component, trained by its negative
+log-likelihood, sampled with counter-based seeded noise; and the energy-aware rollout step.
+
+References: torch's own bivariate normal density (the loss), sample moments against the predicted
+spreads (the sampler), a potential evaluated independently (the energy-aware step)."""
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from integrators import rollout
+from potentials.testing import ForecasterConformance
+from test_forecaster import MASSES, SPECIES, make_model
+
+torch.set_num_threads(1)
+
+
+class TestStochasticForecasterConformance(ForecasterConformance):
+    """The mean of a stochastic forecaster obeys the forecaster contract, and its spreads are invariant
+    (rotation, translation, permutation, batching, dtypes, TorchScript)."""
+
+    species = SPECIES
+
+    def make_model(self):
+        return make_model(stochastic=True)
+
+
+def copper(repeat=2):
+    from ase.build import bulk
+
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(repeat)
+    atoms.rattle(0.05, seed=2)
+    return atoms
+
+
+def inputs(atoms, copies=1, seed=0):
+    """One batch of ``copies`` of ``atoms`` with the same random velocities (float64 tensors)."""
+    n = len(atoms)
+    velocities = np.random.default_rng(seed).normal(0.0, 0.005, size=(n, 3))
+    return (torch.tensor(np.tile(atoms.positions, (copies, 1))), torch.tensor(np.tile(atoms.numbers, copies)),
+            torch.tensor(np.stack([atoms.cell.array] * copies)), torch.ones(copies, 3, dtype=torch.bool),
+            torch.arange(copies).repeat_interleave(n), torch.tensor(np.tile(velocities, (copies, 1))))
+
+
+def test_samples_have_the_predicted_spreads_and_correlation():
+    """Many copies of one system, each with its own noise: per atom, the sample mean is the mean output, the
+    sample standard deviations are the predicted spreads and the d-v correlation is the predicted rho
+    (up to the conservation projection, which removes 1/N of the variance in a periodic cell)."""
+    model = make_model(stochastic=True).double().eval()
+    atoms, copies = copper(), 400
+    args = inputs(atoms, copies)
+    mean = model(*args)
+    noise = torch.randn(len(args[0]), 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    sample = model(*args, noise=noise)
+    n = len(atoms)
+    d = (sample["displacement"] - mean["displacement"]).reshape(copies, n, 3)
+    v = (sample["velocities"] - mean["velocities"]).reshape(copies, n, 3)
+    spread_d, spread_v = mean["displacement_spread"][:n], mean["velocity_spread"][:n]
+    rho = mean["correlation"][:n]
+    assert float(rho.abs().max()) > 0.05, "an untrained model should have some correlation to check"
+    shrink = math.sqrt(1 - 1 / n)  # the momentum projection removes the mean over atoms
+    tolerance = 4 / math.sqrt(3 * copies)  # ~4 standard errors of a standard deviation
+    np.testing.assert_allclose(d.std(dim=(0, 2)).numpy(), (shrink * spread_d).numpy(), rtol=tolerance)
+    np.testing.assert_allclose(v.std(dim=(0, 2)).numpy(), (shrink * spread_v).numpy(), rtol=tolerance)
+    correlation = (d * v).mean(dim=(0, 2)) / (d.std(dim=(0, 2)) * v.std(dim=(0, 2)))
+    np.testing.assert_allclose(correlation.numpy(), rho.numpy(), atol=4 / math.sqrt(3 * copies))
+    assert float(d.mean(dim=0).abs().max()) < 4 * float(spread_d.max()) / math.sqrt(copies)
+
+
+def test_negative_log_likelihood_is_the_bivariate_normal_density():
+    """The training loss equals -log N((r_d, r_v); 0, Sigma) per component, averaged, less the constant
+    log(2 pi s_d s_v) (torch.distributions as the reference)."""
+    from mlmd.training.objectives.trajectory import TrajectoryObjective
+
+    objective = TrajectoryObjective.__new__(TrajectoryObjective)
+    objective.scales = (0.05, 0.008)
+    objective.weights = {"displacement": 1.0, "velocity": 1.0, "rollout": 1.0}
+    generator = torch.Generator().manual_seed(3)
+    n = 7
+    x, v = torch.randn(n, 3, generator=generator, dtype=torch.float64), torch.randn(n, 3, generator=generator,
+                                                                                   dtype=torch.float64)
+    target_x = x + 0.05 * torch.randn(n, 3, generator=generator, dtype=torch.float64)
+    target_v = v + 0.01 * torch.randn(n, 3, generator=generator, dtype=torch.float64)
+    out = {"displacement_spread": 0.03 + 0.05 * torch.rand(n, generator=generator, dtype=torch.float64),
+           "velocity_spread": 0.004 + 0.01 * torch.rand(n, generator=generator, dtype=torch.float64),
+           "correlation": 1.6 * torch.rand(n, generator=generator, dtype=torch.float64) - 0.8}
+    batch = {"target_positions": target_x[None], "target_velocities": target_v[None]}
+    loss = objective.step_loss(x, v, out, batch, 0)
+    sd, sv, rho = out["displacement_spread"], out["velocity_spread"], out["correlation"]
+    covariance = torch.stack([torch.stack([sd * sd, rho * sd * sv], -1), torch.stack([rho * sd * sv, sv * sv], -1)], -2)
+    density = torch.distributions.MultivariateNormal(torch.zeros(n, 2, dtype=torch.float64), covariance)
+    residuals = torch.stack([x - target_x, v - target_v], -1)  # [n, 3, 2]
+    reference = -density.log_prob(residuals.transpose(0, 1)).mean() - math.log(2 * math.pi * 0.05 * 0.008)
+    assert float(loss) == pytest.approx(float(reference), rel=1e-12)
+
+
+class HarmonicWells:
+    """U = Σ k |x - x0|² / 2 per replica (eV, Å): an independent potential energy for the energy-aware step."""
+
+    def __init__(self, rest, stiffness=0.05):
+        self.rest, self.k = rest, stiffness
+
+    def __call__(self, positions, atomic_numbers, cell, pbc, batch):
+        per_atom = 0.5 * self.k * ((positions - self.rest) ** 2).sum(1)
+        return torch.zeros(int(batch.max()) + 1, dtype=positions.dtype).index_add(0, batch, per_atom)
+
+
+def wobbly(x, z, cell, pbc, batch, v, noise=None):
+    """A forecaster double: moves along v with a twist and returns velocities that heat by 20 %."""
+    kick = 0.0 if noise is None else 0.002 * noise[:, :3]
+    return {"displacement": 2.0 * v + 0.001 * torch.sin(x), "velocities": 1.2 * v + kick}
+
+
+def molecule_state(replicas=2, seed=0, friction=0.0):
+    """``replicas`` copies of one 6-atom molecule with the same velocities; replica k has noise seed seed + k."""
+    from integrators.state import conserved_components
+
+    rng = np.random.default_rng(0)
+    n = 6
+    positions = torch.tensor(np.tile(rng.normal(0, 1.5, (n, 3)), (replicas, 1)))
+    velocities = torch.tensor(np.tile(rng.normal(0, 0.01, (n, 3)), (replicas, 1)))
+    state = rollout.init(positions, velocities, torch.full((replicas * n,), 10.0, dtype=torch.float64),
+                         torch.ones(replicas * n, dtype=torch.int64), torch.zeros(replicas, 3, 3, dtype=torch.float64),
+                         torch.zeros(replicas, 3, dtype=torch.bool), torch.arange(replicas).repeat_interleave(n),
+                         kT=0.025, friction=friction, seeds=torch.tensor([seed + k for k in range(replicas)]))
+    return state.replace(constrained_dof=conserved_components(state))
+
+
+@pytest.mark.parametrize("stochastic", [False, True])
+def test_energy_aware_step_conserves_the_potentials_total_energy(stochastic):
+    state = molecule_state()
+    wells = HarmonicWells(state.positions.clone())
+    energy = lambda s: wells(s.positions, s.atomic_numbers, s.cell, s.pbc, s.batch) + rollout.kinetic_energy(s)
+    start = energy(state)
+    corrected, plain = state, state
+    for _ in range(5):
+        corrected = rollout.step(corrected, wobbly, 10.0, stochastic, potential_energy=wells)
+        plain = rollout.step(plain, wobbly, 10.0, stochastic)
+    torch.testing.assert_close(energy(corrected), start, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(corrected.potential_energy, wells(corrected.positions, None, None, None,
+                                                                 corrected.batch), rtol=1e-12, atol=0)
+    assert float((energy(plain) - start).abs().min()) > 1e-3  # without it the double heats the molecule
+
+
+def test_sampling_repeats_per_seed_and_step_and_is_batch_invariant():
+    pair = molecule_state(replicas=2, seed=5)
+    alone = molecule_state(replicas=1, seed=6)  # replica 1 of the pair has seed 6
+    n = 6
+    a = rollout.step(pair, wobbly, 10.0, stochastic=True)
+    b = rollout.step(pair, wobbly, 10.0, stochastic=True)
+    c = rollout.step(alone, wobbly, 10.0, stochastic=True)
+    assert torch.equal(a.velocities, b.velocities)
+    assert torch.equal(a.velocities[n:], c.velocities)
+    later = rollout.step(pair.replace(step=1), wobbly, 10.0, stochastic=True)
+    assert not torch.allclose(later.velocities, a.velocities)
+
+
+@pytest.fixture(scope="module")
+def stochastic_forecaster(tmp_path_factory):
+    """A stochastic forecaster trained for two epochs by `mlmd train` on short EMT copper runs, exported."""
+    from mlmd.cli import main as mlmd_main
+    from mlmd.generate import generate_trajectories
+    from mlmd.train import train
+
+    folder = tmp_path_factory.mktemp("stochastic")
+    generate_trajectories("cu", folder / "runs", runs=3, steps=60, stride=2, equilibration_steps=10,
+                          temperature_K=600, progress=False)
+    config = {
+        "data": {"path": str(folder / "runs"), "interval_steps": 10, "pair_stride": 4, "validation_runs": 1,
+                 "batch_size": 4},
+        "model": {"family": "forecaster", "cutoff": 3.0, "channels": 4, "lmax": 1, "num_layers": 1,
+                  "num_basis": 4, "radial_hidden": 8, "stochastic": True},
+        "training": {"epochs": 2, "lr": 0.01, "seed": 3, "dtype": "float64", "device": "cpu", "num_threads": 1},
+        "output": {"directory": str(folder / "train")},
+    }
+    result = train(config, verbose=False, progress=False)
+    assert all(math.isfinite(row["val_loss"]) for row in result.history)
+    assert mlmd_main(["export", str(result.checkpoint), "-o", str(folder / "cu.pt")]) == 0
+    return folder / "cu.pt"
+
+
+def test_trained_stochastic_forecaster_runs_restarts_bit_for_bit_and_keeps_a_mean_mode(stochastic_forecaster,
+                                                                                        tmp_path):
+    import mlmd
+    from mlmd import forecast
+
+    model = mlmd.load_model(stochastic_forecaster)
+    assert model.metadata["stochastic"] is True
+    atoms = copper(2)
+    common = dict(temperature_K=600.0, seed=4, calculator="emt", energy_correction=True)
+    straight = forecast.run(atoms, stochastic_forecaster, steps=6, log=tmp_path / "straight.csv", **common)
+    forecast.run(atoms, stochastic_forecaster, steps=3, restart_file=tmp_path / "half.restart", **common)
+    resumed = forecast.run(atoms, stochastic_forecaster, steps=6, restart=tmp_path / "half.restart",
+                           log=tmp_path / "resumed.csv", **common)
+    np.testing.assert_array_equal(resumed.positions, straight.positions)
+    np.testing.assert_array_equal(resumed.velocities, straight.velocities)
+    np.testing.assert_array_equal(resumed.log[-1], straight.log[-1])  # epot_eV included
+    assert "epot_eV" in straight.header
+    mean = forecast.run(atoms, stochastic_forecaster, steps=6, mean_only=True, **common)
+    assert not np.allclose(mean.positions, straight.positions)
+
+
+def test_energy_correction_needs_a_potential(stochastic_forecaster):
+    from mlmd import forecast
+    from mlmd.errors import MLMDError
+
+    with pytest.raises(MLMDError, match="needs a potential"):
+        forecast.run(copper(2), stochastic_forecaster, steps=2, energy_correction=True)
+
+
+def test_ase_forecast_dynamics_samples_a_stochastic_forecaster(stochastic_forecaster):
+    """Through mlmd's ASE dynamics: the same seed gives the same run, another seed another."""
+    from ase import units
+
+    from mlmd.ase import ForecastDynamics
+
+    finals = []
+    for seed in (1, 1, 2):
+        atoms = copper(2)
+        atoms.set_velocities(np.random.default_rng(0).normal(0, 0.005, (len(atoms), 3)) / units.fs)
+        dynamics = ForecastDynamics(atoms, stochastic_forecaster, temperature_K=600.0, taut=1000 * units.fs, seed=seed)
+        dynamics.run(3)
+        finals.append(atoms.positions.copy())
+    np.testing.assert_array_equal(finals[0], finals[1])
+    assert not np.allclose(finals[0], finals[2])
