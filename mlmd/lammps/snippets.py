@@ -1,0 +1,1 @@
+"""Input lines for users' own LAMMPS scripts (strings; nothing here runs LAMMPS)."""
