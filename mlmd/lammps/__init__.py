@@ -11,16 +11,11 @@ Three routes:
   loads ``mlmd export --format metatomic``; :func:`metatomic_input_lines` documents it.
 """
 
+from .external import run_external
 from .library import LammpsError, open_lammps, require_lammps
 from .run import LammpsResult, run_uf3
-
+from .snippets import metatomic_input_lines, uf3_input_lines
 
 __all__ = ["LammpsError", "LammpsResult", "metatomic_input_lines", "open_lammps", "require_lammps", "run_external",
            "run_uf3", "uf3_input_lines"]
 
-
-def run_external(*args, **kwargs):
-    """:func:`mlmd.lammps.external.run_external` (imports torch-side code on first use)."""
-    from .external import run_external as run
-
-    return run(*args, **kwargs)

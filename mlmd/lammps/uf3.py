@@ -114,7 +114,11 @@ def spline_potential(model):
     if config is None:
         raise MLMDError("this spline model file lacks its constructor config; re-export it with `mlmd export`")
     module = FAMILIES["spline"].from_config(config).double()
-    module.load_state_dict({key: value.detach().cpu().double() for key, value in model.module.state_dict().items()})
+    weights = model.module.state_dict()  # a TorchScript module lists its non-persistent buffers too
+    missing = sorted(set(module.state_dict()) - set(weights))
+    if missing:
+        raise MLMDError(f"this spline model file lacks the weights {missing}; re-export it with `mlmd export`")
+    module.load_state_dict({key: weights[key].detach().cpu().double() for key in module.state_dict()})
     return module.eval()
 
 
@@ -128,7 +132,7 @@ def block_header(kind: str, elements: Sequence[str]) -> List[str]:
             f"{kind} {' '.join(elements)} 0 3 nk"]
 
 
-def uf3_text(model, source: str = "") -> Tuple[str, float]:
+def uf3_text(model) -> Tuple[str, float]:
     """The uf3 potential file of a spline ``model`` and the knot mapping's largest error (see the module)."""
     from ase.data import chemical_symbols
 
@@ -140,7 +144,7 @@ def uf3_text(model, source: str = "") -> Tuple[str, float]:
     pair_map, worst = pair_axis.transform()
     with_3body = spline.use_3body
     one_body = spline.one_body.detach().double().tolist()
-    lines = [f"# mlmd uf3 export{' of ' + source if source else ''}: pair_style uf3 {3 if with_3body else 2}, "
+    lines = [f"# mlmd uf3 export of a spline model: pair_style uf3 {3 if with_3body else 2}, "
              f"pair_coeff * * FILE {' '.join(symbols)}",
              f"# mlmd species: {' '.join(str(z) for z in spline.species)}",
              f"# mlmd body: {3 if with_3body else 2}",
@@ -277,7 +281,7 @@ def write_uf3(model, output: PathLike, overwrite: bool = False) -> Path:
     """Write a spline ``model`` as a uf3 potential file after LAMMPS reproduces it (:func:`check_file`)."""
     output = Path(output)
     check_destination(output, "uf3 file", overwrite)
-    text, error = uf3_text(model, source=str(model.path.name) if model.path else "")
+    text, error = uf3_text(model)
     if not error <= REFIT_TOLERANCE:
         raise ExportMismatch(f"the uf3 knots reproduce this spline's basis only to {error:.3g}; nothing was "
                              "written. Report this with the model file")
