@@ -29,14 +29,14 @@ def lammps_frame(atoms) -> Tuple[np.ndarray, np.ndarray, str]:
     ``L = cell Q``, and the ``boundary`` setting. Isolated systems get a box around their atoms."""
     if atoms.pbc.all():
         cell = np.asarray(atoms.cell.array, dtype=float)
-        if abs(np.linalg.det(cell)) < 1e-9:
+        volume = np.linalg.det(cell)
+        if abs(volume) < 1e-9:
             raise StructureError("a periodic structure needs a cell of nonzero volume for LAMMPS; set atoms.cell")
+        if volume < 0:
+            raise StructureError("LAMMPS needs a right-handed cell, (a x b) . c > 0; swap two lattice vectors")
         q, r = np.linalg.qr(cell.T)
         signs = np.sign(np.diag(r))
-        q, r = q * signs, r * signs[:, None]
-        if np.linalg.det(cell) < 0:
-            raise StructureError("LAMMPS needs a right-handed cell (a x b) . c > 0; reorder the lattice vectors")
-        return np.tril(r.T), q, "p p p"
+        return np.tril((r * signs[:, None]).T), q * signs, "p p p"
     if atoms.pbc.any():
         raise StructureError("the LAMMPS runner takes systems periodic in all three directions or in none; "
                              f"this one has pbc={atoms.pbc.tolist()}")
