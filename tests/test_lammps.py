@@ -292,3 +292,16 @@ def test_fix_external_runs_the_shipped_ethanol_model():
     assert_agrees(run_external(model, atoms), model, atoms, rtol=1e-5)
     result = run_external(model, atoms, steps=20, timestep_fs=0.5, thermo_every=10)
     assert np.ptp(result.thermo["total_energy"]) < 1e-3
+
+
+def test_fix_external_reports_a_failing_model(monkeypatch):
+    """An exception inside the callback cannot cross LAMMPS: it is kept and raised when LAMMPS returns."""
+    from mlmd.lammps import external
+    from mlmd.lammps.library import LammpsError
+
+    def broken(self, nlocal, x, f):
+        raise RuntimeError("model exploded")
+
+    monkeypatch.setattr(external.ExternalForces, "evaluate", broken)
+    with pytest.raises(LammpsError, match="model failed inside fix external: model exploded"):
+        run_external("ethanol", Atoms("H2", positions=[[0, 0, 0], [0.8, 0, 0]]))

@@ -22,11 +22,10 @@ import numpy as np
 
 from ..io import PathLike
 from .library import LammpsError, open_lammps
-from .run import LammpsResult, collect, input_script
+from .run import VOIGT, LammpsResult, collect, input_script
 from .system import write_data
 
 FIX_ID = "mlmd"
-VOIGT = [(0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2)]
 
 
 class ExternalForces:
@@ -99,9 +98,9 @@ def run_external(model, atoms, steps: int = 0, timestep_fs: float = 1.0, thermo_
         setup, run = input_script(folder / "data.lmp", boundary, fix, None, steps, timestep_fs,
                                   thermo_every or max(steps, 1), folder / "forces.dump")
         lmp = open_lammps(["-log", str(folder / "log.lammps"), "-screen", "none", "-nocite"])
+        forces = ExternalForces(lmp, model)
         try:
             lmp.commands_string(setup)
-            forces = ExternalForces(lmp, model)
             lmp.set_fix_external_callback(FIX_ID, forces)
             lmp.commands_string(run)
         except Exception as exc:  # the lammps module raises a bare Exception for LAMMPS errors
