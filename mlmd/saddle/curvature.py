@@ -69,11 +69,14 @@ class Curvatures:
 
 def lowest_curvatures(gradient: Callable[[np.ndarray], np.ndarray], x: np.ndarray, g0: np.ndarray,
                       mode: np.ndarray, rigid: Optional[np.ndarray] = None, max_calls: int = 30,
-                      step_A: float = 0.005, residual_tolerance: float = 0.05, seed: int = 0) -> Curvatures:
+                      step_A: float = 0.005, residual_tolerance: float = 0.05, seed: int = 0,
+                      failures: tuple = ()) -> Curvatures:
     """Davidson estimate of the two lowest curvatures at ``x`` (``g0 = ∇E(x)``), starting from ``mode``.
 
     ``gradient(y)`` is the true gradient (eV/Å) at ``y``; ``rigid`` the rows
-    of :func:`rigid_basis` to project out (None: none).
+    of :func:`rigid_basis` to project out (None: none). When ``gradient``
+    raises one of ``failures`` at ``x + h v``, the product is taken from the
+    other side (a backward difference at ``x - h v``).
     """
     n = len(x)
     rigid = np.zeros((0, n)) if rigid is None else np.asarray(rigid)
@@ -95,7 +98,10 @@ def lowest_curvatures(gradient: Callable[[np.ndarray], np.ndarray], x: np.ndarra
             return False
         v = v / norm
         basis.append(v)
-        products.append(project((gradient(x + step_A * v) - g0) / step_A))
+        try:
+            products.append(project((gradient(x + step_A * v) - g0) / step_A))
+        except failures:  # the other side: a backward difference
+            products.append(project((g0 - gradient(x - step_A * v)) / step_A))
         return True
 
     add(mode)

@@ -23,6 +23,9 @@ import numpy as np
 
 Surface = Callable[[np.ndarray], Tuple[float, np.ndarray]]
 
+#: after a failed evaluation the largest step halves; each good step lets it grow back by this factor
+GROW_AFTER_SUCCESS = 1.5
+
 
 def max_atom_norm(vector: np.ndarray) -> float:
     """Largest per-atom Euclidean norm of a flattened [n*3] vector (ASE's fmax measure)."""
@@ -175,7 +178,8 @@ def dimer_search(surface: Surface, x: np.ndarray, mode: np.ndarray, fmax: float 
     (eV/Å²), so flat regions are not taken for saddles. An exception of a type in
     ``failures`` raised by ``surface`` (a failed evaluation) sends the dimer back
     to the last good midpoint before the current one with half the largest step
-    and a fresh L-BFGS memory, after ``on_failure(exception)``. Returns a dict with x, mode, energy, gradient, curvature,
+    and a fresh L-BFGS memory, after ``on_failure(exception)``; each good step
+    then lets the largest step grow back by 1.5, up to ``max_step_A``. Returns a dict with x, mode, energy, gradient, curvature,
     converged, evaluations, iterations.
     """
     counted = CountingSurface(surface)
@@ -190,14 +194,17 @@ def dimer_search(surface: Surface, x: np.ndarray, mode: np.ndarray, fmax: float 
     iteration = 0
     stopped = False
     previous = (x, energy, g0)  # the last good midpoint before the current one
+    rotated_here = False  # after a failed translation the dimer at x keeps its orientation
     for iteration in range(1, max_iterations + 1):
         try:
-            N, curvature, _, _, _ = rotate(counted, x, g0, N, separation_A, max_rotations=max_rotations,
-                                           angle_tolerance_rad=angle_tolerance_rad)
+            if not rotated_here:
+                N, curvature, _, _, _ = rotate(counted, x, g0, N, separation_A, max_rotations=max_rotations,
+                                               angle_tolerance_rad=angle_tolerance_rad)
         except failures as exc:
             x, energy, g0 = previous
             _back_off(translator, on_failure, exc)
             continue
+        rotated_here = True
         if callback is not None:
             callback(iteration, x, energy, g0, curvature)
         if curvature < -min_negative_curvature and max_atom_norm(g0) < fmax:
@@ -217,6 +224,8 @@ def dimer_search(surface: Surface, x: np.ndarray, mode: np.ndarray, fmax: float 
             continue
         previous = (x, energy, g0)
         x, energy, g0 = x_new, energy_new, g_new
+        rotated_here = False
+        translator.max_step_A = min(GROW_AFTER_SUCCESS * translator.max_step_A, max_step_A)
         if stopped or not np.isfinite(energy) or not np.all(np.isfinite(g0)):
             break
     return {"x": x, "mode": N, "energy": energy, "gradient": g0, "curvature": curvature, "converged": converged,

@@ -198,6 +198,8 @@ def _result(surface: TrueSurface, start: SearchStart, outcome: MethodOutcome, se
             reason, advice = outcome.reason, "start closer to the saddle, lower --max-step or check the potential"
         elif surface.calls >= settings.max_calls:
             reason, advice = "the budget is spent", "raise --max-calls or start closer to the saddle"
+            if surface.failures:
+                reason += f" ({surface.failures} evaluations failed)"
         else:
             reason, advice = "the method stopped", "start closer to the saddle or give a better --mode"
         message = (f"not converged: {reason} after {surface.calls} of {settings.max_calls} force calls; kept the "

@@ -230,7 +230,7 @@ def verify_saddle(surface, start, x, mode, energy: float, gradient: Optional[np.
         curvatures = lowest_curvatures(true_gradient, np.asarray(x, dtype=float), np.asarray(gradient, dtype=float),
                                        np.asarray(mode, dtype=float), rigid=rigid,
                                        max_calls=settings.verify_max_calls, step_A=settings.verify_step_A,
-                                       seed=settings.seed)
+                                       seed=settings.seed, failures=(EvaluationFailed,))
     except (EvaluationFailed, TooManyFailures) as exc:
         out.checks.append(Check("hessian_index", False, None, -settings.curvature_tolerance,
                                 f"Hessian index unknown: the potential failed next to the end point ({exc})"))
