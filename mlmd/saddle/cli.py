@@ -22,8 +22,9 @@ from ..errors import MLMDError
 
 EPILOG = """exit status: 0 converged and verified (or converged with --no-verify), 1 not converged within
 the budget (the best structure is still written), 2 bad input, 3 converged but the saddle is NOT verified
-(a verification check failed: wrong Hessian index, fragmentation, a stretched bond, an energy below the
-start or above --max-barrier, a move beyond --max-displacement, or a final mode far from the given one)."""
+(a verification check failed: wrong Hessian index, fragmentation, a stretched bond, an energy above
+--max-barrier, a move beyond --max-displacement, or a final mode far from the given one); warnings name
+each failed check on stderr."""
 
 
 def _add_arguments(parser) -> None:

@@ -86,10 +86,10 @@ class SaddleResult:
 
     @property
     def warnings(self) -> List[str]:
-        """One line per failed verification check: ``warning: NAME: detail``."""
+        """One line per failed verification check, fatal or not: ``warning: NAME: detail``."""
         if self.verification is None:
             return []
-        return [f"warning: {c.name}: {c.detail}" for c in self.verification.failed]
+        return [f"warning: {c.name}: {c.detail}" for c in self.verification.warned]
 
     def summary(self) -> Dict:
         """The JSON summary: status, converged, verified, energy, curvature, force_calls, verify_calls, wall_s,

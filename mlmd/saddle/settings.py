@@ -56,7 +56,7 @@ class SaddleSettings:
     are pairs closer than ``bond_factor`` x the sum of covalent radii, and
     every atom bonded at the start must keep a neighbour within
     ``max_bond_stretch`` x that length; the energy above the start must lie in
-    [-0.01, ``max_barrier_eV``] (eV); no atom may move more than
+    at most ``max_barrier_eV`` (eV; more than 10 meV below the start warns); no atom may move more than
     ``max_displacement_A`` (Å); a given mode must keep ``|cos| >=
     min_mode_overlap`` with the final one.
     """

@@ -19,8 +19,9 @@ each as a :class:`Check` (``ok``, a value, the threshold, a one-line
 - ``bond_stretch``: every atom bonded at the start keeps a neighbour within
   ``max_bond_stretch`` x the covalent bond length (an atom pulled away from
   everything, like a C-H stretched to 1.7 Å, fails);
-- ``energy_above_start`` (eV): in [-10 meV, ``max_barrier_eV``] (a start
-  placed next to the saddle may lie a little above it);
+- ``energy_above_start`` (eV): at most ``max_barrier_eV``; an end point
+  more than 10 meV below the start only warns (a rattled or displaced start
+  may lie above the saddle it leads to);
 - ``displacement`` (Å): largest atom displacement from the start (after
   removing a rigid motion when rigid motions are projected) at most
   ``max_displacement_A``; the RMS displacement is reported too;
@@ -42,13 +43,15 @@ BELOW_START_TOLERANCE_EV = 0.01
 
 @dataclass
 class Check:
-    """One verification: name, whether it passed, its value and threshold, and a one-line ``detail``."""
+    """One verification: name, whether it passed, its value and threshold, a one-line ``detail``, and whether
+    its failure makes the saddle unverified (``fatal``) or only warns."""
 
     name: str
     ok: bool
     value: object
     threshold: object
     detail: str
+    fatal: bool = True  # a failed check that is not fatal is a warning only
 
 
 @dataclass
@@ -61,10 +64,16 @@ class Verification:
 
     @property
     def verified(self) -> bool:
-        return all(c.ok for c in self.checks)
+        return not self.failed
 
     @property
     def failed(self) -> List[Check]:
+        """The failed checks that make the end point unverified."""
+        return [c for c in self.checks if c.fatal and not c.ok]
+
+    @property
+    def warned(self) -> List[Check]:
+        """Every failed check, fatal or not."""
         return [c for c in self.checks if not c.ok]
 
     def reasons(self) -> str:
@@ -187,15 +196,18 @@ def index_check(curvatures, tolerance: float) -> Check:
 
 
 def energy_check(surface, x0, energy: float, settings) -> Check:
-    """``energy_above_start``: ``energy`` (eV) less the start's, within [-10 meV, ``max_barrier_eV``]."""
+    """``energy_above_start``: ``energy`` (eV) less the start's, at most ``max_barrier_eV`` (below -10 meV: a warning)."""
     try:
         above = float(energy - surface.energy_at(x0, kind="verify"))
     except (EvaluationFailed, TooManyFailures) as exc:
         return Check("energy_above_start", False, None, settings.max_barrier_eV,
                      f"energy above the start unknown: the potential failed at the start ({exc})")
-    ok = -BELOW_START_TOLERANCE_EV <= above <= settings.max_barrier_eV
-    why = "" if ok else (" (below the start: not a barrier out of it)" if above < 0 else
-                         f" (more than {settings.max_barrier_eV} eV: an unlikely barrier)")
+    if above < -BELOW_START_TOLERANCE_EV:
+        return Check("energy_above_start", False, above, settings.max_barrier_eV,
+                     f"{above:.4f} eV above the start (below the start: the start is not near a minimum, or this "
+                     "is not a barrier out of its basin)", fatal=False)
+    ok = above <= settings.max_barrier_eV
+    why = "" if ok else f" (more than {settings.max_barrier_eV} eV: an unlikely barrier)"
     return Check("energy_above_start", ok, above, settings.max_barrier_eV, f"{above:.4f} eV above the start{why}")
 
 
