@@ -6,6 +6,9 @@
   interatomic-distance-ratio trust region of the original method; 0.1 Å steps.
 - ``ot-gp-dimer``: the GP-dimer with the optimal-transport trust region (Å)
   and hyperparameters fitted on a pruned subset; 0.1 Å steps.
+- ``p-rfo``: partitioned rational-function optimisation with Bofill updates
+  (:mod:`mlmd.saddle.prfo`) on the true surface, Cartesian; trust radius
+  starts at 0.2 Å unless ``max_step_A`` says otherwise.
 
 A method is a function ``run(start, surface, settings, say) -> MethodOutcome``
 (``start`` a :class:`~mlmd.saddle.start.SearchStart`, ``surface`` a
@@ -169,3 +172,6 @@ def classical_dimer(start, surface, settings, say) -> MethodOutcome:
                          iterations=out["iterations"], energy=out.get("energy"),
                          fmax=None if gradient is None else max_atom_norm(gradient), gradient=gradient,
                          reason=reason)
+
+
+from . import prfo  # noqa: E402,F401  (registers 'p-rfo'; it imports this module's registry)
