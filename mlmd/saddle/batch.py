@@ -14,7 +14,7 @@ from ..errors import MLMDError
 from ..io import atomic_write
 
 TABLE_COLUMNS = ["start", "converged", "energy", "curvature", "fmax", "force_calls", "wall_s", "gp_s", "barrier",
-                 "reverse_barrier", "method", "structure", "message"]
+                 "reverse_barrier", "method", "structure", "status", "verified", "verify_calls", "message"]
 
 
 def run_task(task: Dict) -> Dict:
@@ -29,7 +29,7 @@ def run_task(task: Dict) -> Dict:
         result = search_with_settings(atoms, task["settings"], calculator=task.get("calculator"),
                                       model=task.get("model"))
     except MLMDError as exc:
-        row.update(converged=False, message=f"error: {exc}")
+        row.update(converged=False, status="error", message=f"error: {exc}")
         return row
     if task.get("structure"):
         report.write_structure(result, task["structure"])

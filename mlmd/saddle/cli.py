@@ -2,11 +2,15 @@
 
 One START runs in this process and prints a progress line per outer
 iteration; several STARTs run as a batch on local processes (``--workers``)
-or a Dask cluster (``--scheduler``) and write one summary table. Exit status:
-0 converged, 1 not converged within the budget (the best structure is still
-written), 2 bad input.
+or a Dask cluster (``--scheduler``) and write one summary table. Exit status
+(:data:`mlmd.saddle.search.EXIT_STATUS`): 0 converged and verified (or
+converged with ``--no-verify``), 1 not converged (the best structure is still
+written), 2 bad input, 3 converged but the saddle is NOT verified (a check of
+:mod:`mlmd.saddle.verify` failed; the warnings name it). A batch exits with
+the worst of its searches.
 """
 
+import sys
 import time
 from pathlib import Path
 
@@ -16,7 +20,21 @@ from ..cli import Command
 from ..errors import MLMDError
 
 
+EPILOG = """exit status: 0 converged and verified (or converged with --no-verify), 1 not converged within
+the budget (the best structure is still written), 2 bad input, 3 converged but the saddle is NOT verified
+(a verification check failed: wrong Hessian index, fragmentation, a stretched bond, an energy above
+--max-barrier, a move beyond --max-displacement, or a final mode far from the given one); warnings name
+each failed check on stderr."""
+
+
 def _add_arguments(parser) -> None:
+    import argparse
+
+    from .settings import SaddleSettings
+
+    defaults = SaddleSettings()
+    parser.epilog = EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("start", nargs="+", help="starting structure file(s) (any format ASE reads)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--model", help="an exported mlmd model (MODEL.pt)")
@@ -33,7 +51,12 @@ def _add_arguments(parser) -> None:
     parser.add_argument("--fix", help="comma-separated indices of atoms to hold fixed, besides the file's FixAtoms")
     parser.add_argument("--fmax", type=float, default=0.01, help="converged when max per-atom |F| < FMAX eV/Å "
                         "(default 0.01)")
-    parser.add_argument("--max-calls", type=int, default=300, help="budget of true force calls (default 300)")
+    parser.add_argument("--max-calls", type=int, default=defaults.max_calls,
+                        help=f"budget of true force calls of the search (default {defaults.max_calls}; the "
+                        "verification's calls come on top)")
+    parser.add_argument("--max-failures", type=int, default=defaults.max_failures,
+                        help="stop after this many failed evaluations (SCF) in a row; each one sends the search "
+                        f"back to its last good point with a shorter step (default {defaults.max_failures})")
     parser.add_argument("--max-step", type=float, help="largest translation step in Å (default 0.1 GP, 0.2 dimer)")
     parser.add_argument("--seed", type=int, default=0, help="random seed for the mode and displacement (default 0)")
     parser.add_argument("--relax", action="store_true", help="relax down both sides to the minima; report the barrier")
@@ -41,6 +64,26 @@ def _add_arguments(parser) -> None:
     parser.add_argument("--initial-rotations", type=int, help="GP rotations checked by true image evaluations before "
                         "the first step (default 5 for a random or displacement mode, 0 for a mode file)")
     parser.add_argument("--no-prune", action="store_true", help="ot-gp-dimer: fit hyperparameters on all data")
+    verify = parser.add_argument_group("verification of a converged saddle (exit status 3 when a check fails)")
+    verify.add_argument("--no-verify", action="store_true", help="skip the verification")
+    verify.add_argument("--verify-calls", type=int, default=defaults.verify_max_calls, metavar="N",
+                        help="most true calls for the Hessian-index check (default "
+                        f"{defaults.verify_max_calls}; a full Hessian when the free directions are fewer)")
+    verify.add_argument("--curvature-tolerance", type=float, default=defaults.curvature_tolerance,
+                        metavar="EV_A2", help="curvatures within +-this count as zero (default "
+                        f"{defaults.curvature_tolerance} eV/Å²)")
+    verify.add_argument("--bond-factor", type=float, default=defaults.bond_factor,
+                        help=f"bonded: closer than this x the covalent bond length (default {defaults.bond_factor})")
+    verify.add_argument("--max-bond-stretch", type=float, default=defaults.max_bond_stretch,
+                        help="each atom bonded at the start keeps a neighbour within this x the covalent bond "
+                        f"length (default {defaults.max_bond_stretch})")
+    verify.add_argument("--max-barrier", type=float, default=defaults.max_barrier_eV, metavar="EV",
+                        help=f"largest plausible energy above the start (default {defaults.max_barrier_eV} eV)")
+    verify.add_argument("--max-displacement", type=float, default=defaults.max_displacement_A, metavar="A",
+                        help=f"largest atom displacement from the start (default {defaults.max_displacement_A} Å)")
+    verify.add_argument("--min-mode-overlap", type=float, default=defaults.min_mode_overlap,
+                        help="smallest |cos| between the final mode and a given --mode FILE (default "
+                        f"{defaults.min_mode_overlap})")
     parser.add_argument("-o", "--output", help="saddle structure file (default START_saddle.xyz)")
     parser.add_argument("--mode-output", help="mode file (default START_saddle_mode.txt)")
     parser.add_argument("--json", help="JSON summary file")
@@ -92,7 +135,12 @@ def _settings(args):
                               max_calls=args.max_calls, fixed=_indices(args.fix, "--fix"), displace_A=args.displace,
                               displace_atoms=_indices(args.displace_atoms, "--displace-atoms"), seed=args.seed,
                               max_step_A=args.max_step, relax=args.relax, device=args.device,
-                              initial_rotations=args.initial_rotations, prune=False if args.no_prune else None)
+                              initial_rotations=args.initial_rotations, prune=False if args.no_prune else None,
+                              max_failures=args.max_failures, verify=not args.no_verify,
+                              verify_max_calls=args.verify_calls, curvature_tolerance=args.curvature_tolerance,
+                              bond_factor=args.bond_factor, max_bond_stretch=args.max_bond_stretch,
+                              max_barrier_eV=args.max_barrier, max_displacement_A=args.max_displacement,
+                              min_mode_overlap=args.min_mode_overlap)
     return settings.validate()
 
 
@@ -117,7 +165,7 @@ def _search(args, settings) -> int:
     from ..io import check_destination, read_structure
     from . import report
     from .batch import run_batch, write_table
-    from .search import search_with_settings
+    from .search import EXIT_STATUS, search_with_settings
 
     if len(args.start) > 1:
         if args.output or args.json or args.mode_output or args.plot:
@@ -134,15 +182,16 @@ def _search(args, settings) -> int:
 
         def done(row):
             if not args.quiet:
-                print(f"{row['start']}: {'converged' if row.get('converged') else 'not converged'}  "
+                print(f"{row['start']}: {row.get('status', 'error')}  "
                       f"calls {row.get('force_calls')}  E {row.get('energy')}  {row.get('message', '')}")
 
         rows = run_batch(tasks, workers=args.workers, scheduler=args.scheduler, on_done=done)
         table = args.table or "saddle_summary.csv"
         write_table(rows, table)
         n_ok = sum(bool(r.get("converged")) for r in rows)
-        print(f"{n_ok} of {len(rows)} searches converged; summary table {table}")
-        return 0 if n_ok == len(rows) else 1
+        n_unverified = sum(r.get("status") == "unverified" for r in rows)
+        print(f"{n_ok} of {len(rows)} searches converged ({n_unverified} NOT verified); summary table {table}")
+        return 1 if n_ok < len(rows) else (EXIT_STATUS["unverified"] if n_unverified else 0)
 
     start = args.start[0]
     stem = Path(start).with_suffix("")
@@ -162,14 +211,16 @@ def _search(args, settings) -> int:
     summary = result.summary()
     if args.json:
         report.write_summary(summary, args.json)
+    for warning in result.warnings:
+        print(warning, file=sys.stderr)
     print(f"{result.message}")
     line = (f"E {result.energy:.6f} eV  curvature {result.curvature:.4f} eV/Å²  fmax {result.fmax:.4f} eV/Å  "
-            f"force calls {result.force_calls}  wall {time.perf_counter() - began:.1f} s  (GP {result.gp_s:.1f} s)")
+            f"force calls {result.force_calls} (+{result.verify_calls} verification)  wall {time.perf_counter() - began:.1f} s  (GP {result.gp_s:.1f} s)")
     if result.barrier is not None:
         line += f"  barrier {result.barrier:.4f} eV (reverse {result.reverse_barrier:.4f} eV)"
     print(line)
     print(f"wrote {output}, {mode_output}, {plot}" + (f", {args.json}" if args.json else ""))
-    return 0 if result.converged else 1
+    return EXIT_STATUS[result.status]
 
 
 COMMAND = Command(name="saddle", add_arguments=_add_arguments, run=_run,

@@ -23,6 +23,9 @@ import numpy as np
 
 Surface = Callable[[np.ndarray], Tuple[float, np.ndarray]]
 
+#: after a failed evaluation the largest step halves; each good step lets it grow back by this factor
+GROW_AFTER_SUCCESS = 1.5
+
 
 def max_atom_norm(vector: np.ndarray) -> float:
     """Largest per-atom Euclidean norm of a flattened [n*3] vector (ASE's fmax measure)."""
@@ -165,13 +168,18 @@ def dimer_search(surface: Surface, x: np.ndarray, mode: np.ndarray, fmax: float 
                  max_rotations: int = 10, angle_tolerance_rad: float = math.radians(5),
                  accept: Optional[Callable] = None, callback: Optional[Callable] = None,
                  energy0: Optional[float] = None, g0: Optional[np.ndarray] = None,
-                 min_negative_curvature: float = 1e-3):
+                 min_negative_curvature: float = 1e-3, failures: tuple = (),
+                 on_failure: Optional[Callable] = None):
     """Run the dimer from ``x`` along ``mode`` until max per-atom |∇E| < ``fmax`` (eV/Å) with C < 0.
 
     ``accept(x_old, x_new) -> (x, stop)`` may shorten a step and end the run (a
     trust region); ``callback(iteration, x, energy, gradient, curvature)`` sees
     every iteration. A curvature counts as negative below ``-min_negative_curvature``
-    (eV/Å²), so flat regions are not taken for saddles. Returns a dict with x, mode, energy, gradient, curvature,
+    (eV/Å²), so flat regions are not taken for saddles. An exception of a type in
+    ``failures`` raised by ``surface`` (a failed evaluation) sends the dimer back
+    to the last good midpoint before the current one with half the largest step
+    and a fresh L-BFGS memory, after ``on_failure(exception)``; each good step
+    then lets the largest step grow back by 1.5, up to ``max_step_A``. Returns a dict with x, mode, energy, gradient, curvature,
     converged, evaluations, iterations.
     """
     counted = CountingSurface(surface)
@@ -185,9 +193,18 @@ def dimer_search(surface: Surface, x: np.ndarray, mode: np.ndarray, fmax: float 
     curvature = float("nan")
     iteration = 0
     stopped = False
+    previous = (x, energy, g0)  # the last good midpoint before the current one
+    rotated_here = False  # after a failed translation the dimer at x keeps its orientation
     for iteration in range(1, max_iterations + 1):
-        N, curvature, _, _, _ = rotate(counted, x, g0, N, separation_A, max_rotations=max_rotations,
-                                       angle_tolerance_rad=angle_tolerance_rad)
+        try:
+            if not rotated_here:
+                N, curvature, _, _, _ = rotate(counted, x, g0, N, separation_A, max_rotations=max_rotations,
+                                               angle_tolerance_rad=angle_tolerance_rad)
+        except failures as exc:
+            x, energy, g0 = previous
+            _back_off(translator, on_failure, exc)
+            continue
+        rotated_here = True
         if callback is not None:
             callback(iteration, x, energy, g0, curvature)
         if curvature < -min_negative_curvature and max_atom_norm(g0) < fmax:
@@ -200,9 +217,24 @@ def dimer_search(surface: Surface, x: np.ndarray, mode: np.ndarray, fmax: float 
         x_new = x + step
         if accept is not None:
             x_new, stopped = accept(x, x_new)
-        x = x_new
-        energy, g0 = counted(x)
+        try:
+            energy_new, g_new = counted(x_new)
+        except failures as exc:
+            _back_off(translator, on_failure, exc)
+            continue
+        previous = (x, energy, g0)
+        x, energy, g0 = x_new, energy_new, g_new
+        rotated_here = False
+        translator.max_step_A = min(GROW_AFTER_SUCCESS * translator.max_step_A, max_step_A)
         if stopped or not np.isfinite(energy) or not np.all(np.isfinite(g0)):
             break
     return {"x": x, "mode": N, "energy": energy, "gradient": g0, "curvature": curvature, "converged": converged,
             "evaluations": counted.calls, "iterations": iteration, "stopped": stopped}
+
+
+def _back_off(translator: Translator, on_failure: Optional[Callable], exc: Exception) -> None:
+    """After a failed evaluation: half the largest step and a fresh L-BFGS memory."""
+    translator.max_step_A *= 0.5
+    translator.reset()
+    if on_failure is not None:
+        on_failure(exc)

@@ -134,6 +134,15 @@ class GPDimer:
     def start(self) -> None:
         """True evaluations at the start and its image, then the initial GP rotations."""
         self.energy, self.gradient = self._observe(self.x, "midpoint")
+        self.started = True
+        self.min_fmax = max_atom_norm(self.gradient)
+        try:
+            self._initial_rotations()
+        except EvaluationFailed as exc:
+            self.trust.on_failure()
+            self.say(f"start: the potential failed at a dimer image ({exc}); halving the trust region")
+
+    def _initial_rotations(self) -> None:
         self._observe(self._image(), "image")
         for _ in range(self.settings.rotations_before_first_step):
             self._fit()
@@ -147,8 +156,6 @@ class GPDimer:
             if turned > math.cos(ROTATION_SETTLED_RAD) or self.surface.calls >= self.max_calls:
                 break
             self._observe(self._image(), "image")
-        self.min_fmax = max_atom_norm(self.gradient)
-        self.started = True
 
     def _propose(self):
         """``(x_new, GP curvature, predicted energy or None)`` from the GP, or a classical step when it fails."""
@@ -178,25 +185,30 @@ class GPDimer:
         return self.x + step, curvature, None
 
     def step(self) -> None:
-        """One outer iteration: the GP proposes a point, the true surface is evaluated there (and maybe its image)."""
+        """One outer iteration: the GP proposes a point, the true surface is evaluated there (and maybe its image).
+
+        When the potential fails at a point (a midpoint or an image), the
+        search stays at its last good midpoint and the trust region halves.
+        """
         if not self.started:
             raise RuntimeError("call GPDimer.start() before step()")
-        s = self.settings
         self.iterations += 1
+        try:
+            self._step()
+        except EvaluationFailed as exc:
+            self.trust.on_failure()
+            self.say(f"outer {self.iterations:3d}  the potential failed ({exc}); back to the last good point, "
+                     "halving the trust region")
+
+    def _step(self) -> None:
+        s = self.settings
         x_new, gp_curvature, predicted = self._propose()
         if np.min(np.linalg.norm(np.array(self.gp.X) - x_new, axis=1)) < 1e-8:
             # the GP has nothing new to say here: learn the curvature along the mode instead
             self._observe(self._image(), "image")
             return
         previous_energy = self.energy
-        try:
-            energy, gradient = self._observe(x_new, "midpoint")
-        except EvaluationFailed as exc:
-            # the potential failed where the GP sent us: shrink the trust region and step half as far
-            self.trust.on_failure()
-            self.say(f"outer {self.iterations:3d}  the potential failed at the proposed point ({exc}); "
-                     "halving the trust region")
-            return
+        energy, gradient = self._observe(x_new, "midpoint")
         self.x, self.energy, self.gradient = x_new, energy, gradient
         fmax_now = max_atom_norm(gradient)
         self.min_fmax = min(self.min_fmax, fmax_now)

@@ -6,6 +6,9 @@
   interatomic-distance-ratio trust region of the original method; 0.1 Å steps.
 - ``ot-gp-dimer``: the GP-dimer with the optimal-transport trust region (Å)
   and hyperparameters fitted on a pruned subset; 0.1 Å steps.
+- ``p-rfo``: partitioned rational-function optimisation with Bofill updates
+  (:mod:`mlmd.saddle.prfo`) on the true surface, Cartesian; trust radius
+  starts at 0.2 Å unless ``max_step_A`` says otherwise.
 
 A method is a function ``run(start, surface, settings, say) -> MethodOutcome``
 (``start`` a :class:`~mlmd.saddle.start.SearchStart`, ``surface`` a
@@ -27,15 +30,17 @@ import numpy as np
 
 from .dimer import dimer_search, max_atom_norm
 from .gp_dimer import GPDimer, gp_threads, resolve_torch_device
-from .true_surface import EvaluationFailed
+from .true_surface import EvaluationFailed, TooManyFailures
 
 
 @dataclass
 class MethodOutcome:
     """Where a method ended: ``x`` (Å, free coordinates), unit ``mode``, curvature (eV/Å²), energy (eV), fmax (eV/Å).
 
-    ``energy`` and ``fmax`` belong to ``x`` and may be None when the method
-    ended before evaluating it; ``gp_s`` is the time spent on the GP (s).
+    ``energy``, ``gradient`` (eV/Å) and ``fmax`` belong to ``x`` and may be
+    None when the method ended before evaluating it; ``gp_s`` is the time
+    spent on the GP (s); ``reason`` says why an unconverged method stopped
+    (empty: its budget ran out).
     """
 
     x: np.ndarray
@@ -46,6 +51,8 @@ class MethodOutcome:
     energy: Optional[float] = None
     fmax: Optional[float] = None
     gp_s: float = 0.0
+    gradient: Optional[np.ndarray] = None
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -102,10 +109,16 @@ def run_stepper(stepper, start, surface, settings, say) -> MethodOutcome:
     device = resolve_torch_device(settings.device)
     with gp_threads(device):
         iteration = stepper(surface, start, settings, device=device, say=say)
-        iteration.run()
+        reason = ""
+        try:
+            iteration.run()
+        except TooManyFailures as exc:
+            reason = str(exc)
+    gradient = iteration.gradient
     return MethodOutcome(x=iteration.x, mode=iteration.mode, converged=iteration.converged,
                          curvature=iteration.curvature, iterations=iteration.iterations, energy=iteration.energy,
-                         fmax=max_atom_norm(iteration.gradient), gp_s=iteration.gp_seconds)
+                         fmax=None if gradient is None else max_atom_norm(gradient), gp_s=iteration.gp_seconds,
+                         gradient=gradient, reason=reason)
 
 
 @register_stepper("gp-dimer", default_max_step_A=0.1, summary="GP-dimer, distance-ratio trust region")
@@ -140,15 +153,25 @@ def classical_dimer(start, surface, settings, say) -> MethodOutcome:
         say(f"dimer {iteration:4d}  calls {surface.calls:5d}  E {energy: .6f} eV  fmax {max_atom_norm(gradient):.4f} "
             f"eV/Å  C {curvature: .4f} eV/Å²")
 
+    def failed(exc):
+        say(f"dimer: the potential failed ({exc}); back to the last good point with half the step")
+
     out = {"x": start.x0, "mode": start.mode, "converged": False, "curvature": float("nan"), "iterations": 0}
+    reason = ""
     try:
         out = dimer_search(true, start.x0, start.mode, fmax=settings.fmax, separation_A=settings.separation_A,
                            max_step_A=settings.max_step_A, max_calls=settings.max_calls, callback=progress,
-                           min_negative_curvature=settings.min_negative_curvature)
+                           min_negative_curvature=settings.min_negative_curvature, failures=(EvaluationFailed,),
+                           on_failure=failed)
     except _OutOfCalls:
         pass
-    except EvaluationFailed as exc:
-        say(f"dimer: the potential failed ({exc}); stopping with the best structure so far")
+    except TooManyFailures as exc:
+        reason = str(exc)
+    gradient = out.get("gradient")
     return MethodOutcome(x=out["x"], mode=out["mode"], converged=out["converged"], curvature=out["curvature"],
                          iterations=out["iterations"], energy=out.get("energy"),
-                         fmax=max_atom_norm(out["gradient"]) if "gradient" in out else None)
+                         fmax=None if gradient is None else max_atom_norm(gradient), gradient=gradient,
+                         reason=reason)
+
+
+from . import prfo  # noqa: E402,F401  (registers 'p-rfo'; it imports this module's registry)

@@ -41,7 +41,9 @@ def write_plot(result, path, title: Optional[str] = None) -> None:
     calls = np.array([h["call"] for h in result.history])
     energy = np.array([h["energy"] for h in result.history])
     fmax = np.array([h["fmax"] for h in result.history])
-    midpoint = np.array([h["kind"] != "image" for h in result.history])
+    search = np.array([h["kind"] != "verify" for h in result.history], dtype=bool)
+    calls, energy, fmax = calls[search], energy[search], fmax[search]
+    midpoint = np.array([h["kind"] not in ("image", "verify") for h in result.history], dtype=bool)[search]
     fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(6, 5))
     top.plot(calls[midpoint], energy[midpoint], "o-", ms=3, label="midpoint")
     if (~midpoint).any():
@@ -51,7 +53,7 @@ def write_plot(result, path, title: Optional[str] = None) -> None:
     bottom.semilogy(calls[midpoint], fmax[midpoint], "o-", ms=3)
     bottom.set_ylabel("max |∇E| per atom (eV/Å)")
     bottom.set_xlabel("true force calls")
-    fig.suptitle(title or f"{result.method}: {'converged' if result.converged else 'not converged'}")
+    fig.suptitle(title or f"{result.method}: {result.status}")
     fig.tight_layout()
     with atomic_path(path) as temporary:
         fig.savefig(temporary, format=Path(path).suffix.lstrip(".") or "png", dpi=100)

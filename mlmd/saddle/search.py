@@ -7,9 +7,13 @@
 ``settings.method`` (:mod:`mlmd.saddle.methods`: ``gp-dimer``,
 ``ot-gp-dimer``, ``dimer``) on the true surface, and reports a
 :class:`SaddleResult`: the confirmed saddle, or the evaluated structure with
-the smallest gradient when the budget ran out. With ``relax`` it also relaxes
-down both sides to the minima (:mod:`mlmd.saddle.relax`) and reports the
-barrier. Energies in eV, forces in eV/Å, curvatures in eV/Å², lengths in Å.
+the smallest gradient when the budget ran out. A converged end point is then
+verified (:mod:`mlmd.saddle.verify`: Hessian index, fragmentation, bond
+stretch, energy above the start, distance moved, overlap with the requested
+mode); when a check fails the status is ``unverified`` and the message names
+why. With ``relax`` it also relaxes down both sides to the minima
+(:mod:`mlmd.saddle.relax`) and reports the barrier. Energies in eV, forces in
+eV/Å, curvatures in eV/Å², lengths in Å.
 """
 
 import time
@@ -19,16 +23,30 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from ..errors import MLMDError
+from .gp_dimer import resolve_torch_device
 from .methods import METHODS, MethodOutcome
 from .relax import relax_both_sides
 from .settings import SaddleSettings
 from .start import SearchStart, prepare_start, resolve_calculator
-from .true_surface import EvaluationFailed, TrueSurface
+from .true_surface import EvaluationFailed, TooManyFailures, TrueSurface
+from .verify import Verification, verify_saddle
+
+#: exit status of ``mlmd saddle`` per result status
+EXIT_STATUS = {"verified": 0, "converged": 0, "not-converged": 1, "unverified": 3}
 
 
 @dataclass
 class SaddleResult:
-    """Outcome of a search. Energies in eV, curvature in eV/Å², mode a unit [n_atoms, 3] array."""
+    """Outcome of a search. Energies in eV, curvature in eV/Å², mode a unit [n_atoms, 3] array.
+
+    ``converged``: the method's own test passed (small gradient, negative
+    curvature along the mode); ``verification``: the checks of
+    :mod:`mlmd.saddle.verify` (None when not converged or ``verify=False``);
+    ``status``: ``verified``, ``unverified`` (converged but a check failed),
+    ``converged`` (not verified, verification off) or ``not-converged``.
+    ``force_calls`` counts the search's true calls, ``verify_calls`` those of
+    the verification.
+    """
 
     atoms: object
     mode: np.ndarray
@@ -47,15 +65,44 @@ class SaddleResult:
     barrier: Optional[float] = None
     reverse_barrier: Optional[float] = None
     relax_calls: int = 0
+    verification: Optional[Verification] = None
+
+    @property
+    def verified(self) -> Optional[bool]:
+        """Whether every verification check passed (None when not verified)."""
+        return None if self.verification is None else self.verification.verified
+
+    @property
+    def verify_calls(self) -> int:
+        return 0 if self.verification is None else self.verification.calls
+
+    @property
+    def status(self) -> str:
+        if not self.converged:
+            return "not-converged"
+        if self.verification is None:
+            return "converged"
+        return "verified" if self.verification.verified else "unverified"
+
+    @property
+    def warnings(self) -> List[str]:
+        """One line per failed verification check, fatal or not: ``warning: NAME: detail``."""
+        if self.verification is None:
+            return []
+        return [f"warning: {c.name}: {c.detail}" for c in self.verification.warned]
 
     def summary(self) -> Dict:
-        """The JSON summary: converged, energy, curvature, force_calls, wall_s, gp_s (+ barrier when relaxed)."""
+        """The JSON summary: status, converged, verified, energy, curvature, force_calls, verify_calls, wall_s,
+        gp_s, the verification checks (+ barrier when relaxed)."""
         out = {
-            "converged": bool(self.converged), "energy": float(self.energy), "curvature": float(self.curvature),
+            "status": self.status, "converged": bool(self.converged), "verified": self.verified,
+            "energy": float(self.energy), "curvature": float(self.curvature),
             "force_calls": int(self.force_calls), "wall_s": float(self.wall_s), "gp_s": float(self.gp_s),
             "fmax": float(self.fmax), "method": self.method, "iterations": int(self.iterations),
-            "message": self.message,
+            "message": self.message, "verify_calls": int(self.verify_calls), "warnings": self.warnings,
         }
+        if self.verification is not None:
+            out["verification"] = self.verification.summary()
         if self.minima is not None:
             out["minima"] = self.minima
             out["barrier"] = self.barrier
@@ -65,14 +112,14 @@ class SaddleResult:
 
 
 def search(atoms, calculator=None, model=None, method: str = "gp-dimer", mode: Union[str, np.ndarray] = "random",
-           fmax: float = 0.01, max_calls: int = 200, fixed: Optional[Sequence[int]] = None,
+           fmax: float = 0.01, max_calls: int = SaddleSettings.max_calls, fixed: Optional[Sequence[int]] = None,
            displace_A: float = 0.0, displace_atoms: Optional[Sequence[int]] = None, seed: int = 0,
            separation_A: float = 0.01, max_step_A: Optional[float] = None, relax: bool = False,
            device: str = "auto", prune: Optional[bool] = None, prune_size: int = 12, prune_newest: int = 4,
            trust_ratio: float = 0.2, trust_radius_A: float = 0.2, trust_min_A: float = 0.1,
            trust_max_A: float = 2.0, initial_rotations: Optional[int] = None, inner_iterations: int = 100,
            pair_cutoff_A: float = 5.0, min_distance_A: float = 0.5, min_negative_curvature: float = 1e-3,
-           log: Optional[Callable[[str], None]] = None) -> SaddleResult:
+           log: Optional[Callable[[str], None]] = None, **verification) -> SaddleResult:
     """Find a first-order saddle point near ``atoms`` and confirm it on the true surface.
 
     ``calculator``: an ASE calculator or a name for :func:`mlmd.calculators.get_calculator`;
@@ -85,8 +132,9 @@ def search(atoms, calculator=None, model=None, method: str = "gp-dimer", mode: U
     ``initial_rotations``: GP rotations checked by true image evaluations before the first
     translation (default 5 for a random or displacement mode, 0 for a given mode). A saddle needs a
     curvature along the mode below ``-min_negative_curvature`` (eV/Å²), so flat regions do not count.
-    The other settings are described in :class:`~mlmd.saddle.settings.SaddleSettings`; ``log``
-    receives one progress line per iteration.
+    The other settings, ``max_failures`` and the verification thresholds (``verify``,
+    ``max_barrier_eV``, ...) given as keywords, are described in
+    :class:`~mlmd.saddle.settings.SaddleSettings`; ``log`` receives one progress line per iteration.
     """
     settings = SaddleSettings(
         method=method, mode=mode, fmax=fmax, max_calls=max_calls, fixed=fixed, displace_A=displace_A,
@@ -94,7 +142,7 @@ def search(atoms, calculator=None, model=None, method: str = "gp-dimer", mode: U
         device=device, prune=prune, prune_size=prune_size, prune_newest=prune_newest, trust_ratio=trust_ratio,
         trust_radius_A=trust_radius_A, trust_min_A=trust_min_A, trust_max_A=trust_max_A,
         initial_rotations=initial_rotations, inner_iterations=inner_iterations, pair_cutoff_A=pair_cutoff_A,
-        min_distance_A=min_distance_A, min_negative_curvature=min_negative_curvature)
+        min_distance_A=min_distance_A, min_negative_curvature=min_negative_curvature, **verification)
     return search_with_settings(atoms, settings, calculator=calculator, model=model, log=log)
 
 
@@ -104,18 +152,29 @@ def search_with_settings(atoms, settings: SaddleSettings, calculator=None, model
     wall_start = time.perf_counter()
     settings.validate()
     method = METHODS[settings.method]
-    settings = method.resolve(settings)
+    # one device for the GP and an mlmd model: 'auto' is resolved once, here
+    settings = method.resolve(settings).replace(device=resolve_torch_device(settings.device))
     start = prepare_start(atoms, settings)
-    calc = resolve_calculator(calculator, model, device="cpu" if settings.device == "auto" else settings.device,
-                              atoms=atoms)
-    surface = TrueSurface(start.atoms, calc, start.free)
+    calc = resolve_calculator(calculator, model, device=settings.device, atoms=atoms)
+    surface = TrueSurface(start.atoms, calc, start.free, max_failures=settings.max_failures)
     say = log or (lambda text: None)
     try:
         outcome = method.run(start, surface, settings, say)
-    except EvaluationFailed as exc:
-        raise MLMDError(f"the potential could not be evaluated during the search ({exc}) after "
-                        f"{surface.calls} calls; check the start structure and the potential's settings") from exc
+    except (EvaluationFailed, TooManyFailures) as exc:
+        if surface.first is not None:
+            raise
+        raise MLMDError(f"the potential could not be evaluated at the start ({exc}); check the start structure "
+                        "and the potential's settings") from exc
     result = _result(surface, start, outcome, settings, wall_start)
+    if settings.verify and result.converged:
+        result.verification = verify_saddle(surface, start, outcome.x, outcome.mode, outcome.energy,
+                                            outcome.gradient, settings)
+        for line in result.warnings:
+            say(line)
+        if not result.verification.verified:
+            result.message = f"converged: saddle NOT verified ({result.verification.reasons()})"
+        else:
+            result.message = "converged: saddle verified (one negative curvature, no fragmentation, checks passed)"
     if settings.relax and result.converged:
         relax_both_sides(result, calc, start.atoms, start.free, start.x0, settings.fmax)
     result.wall_s = time.perf_counter() - wall_start
@@ -128,14 +187,23 @@ def _result(surface: TrueSurface, start: SearchStart, outcome: MethodOutcome, se
     x = outcome.x
     if outcome.converged:
         energy, fmax_final = outcome.energy, outcome.fmax
-        message = f"converged: saddle confirmed (fmax below {settings.fmax} eV/Å, negative curvature along the mode)"
+        message = (f"converged: saddle not verified (fmax below {settings.fmax} eV/Å, negative curvature along "
+                   "the mode; verification off)")
     else:
         if surface.best is not None:
             fmax_final, x, energy, _ = surface.best
         else:
             energy, fmax_final = float("nan"), float("nan")
-        message = (f"not converged within {surface.calls} force calls; kept the structure with the smallest "
-                   f"gradient (fmax {fmax_final:.4f} eV/Å): raise --max-calls or start closer to the saddle")
+        if outcome.reason:
+            reason, advice = outcome.reason, "start closer to the saddle, lower --max-step or check the potential"
+        elif surface.calls >= settings.max_calls:
+            reason, advice = "the budget is spent", "raise --max-calls or start closer to the saddle"
+            if surface.failures:
+                reason += f" ({surface.failures} evaluations failed)"
+        else:
+            reason, advice = "the method stopped", "start closer to the saddle or give a better --mode"
+        message = (f"not converged: {reason} after {surface.calls} of {settings.max_calls} force calls; kept the "
+                   f"structure with the smallest gradient (fmax {fmax_final:.4f} eV/Å): {advice}")
     atoms = start.atoms.copy()
     atoms.positions = surface.positions(x)
     mode = np.zeros((len(atoms), 3))

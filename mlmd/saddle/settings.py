@@ -46,7 +46,19 @@ class SaddleSettings:
     ``trust_max_A``) starts the optimal-transport trust region of
     ``ot-gp-dimer``. ``initial_rotations``: None means 5 for a random or
     displacement mode and 0 for a given mode. A saddle needs a curvature along
-    the mode below ``-min_negative_curvature`` (eV/Å²).
+    the mode below ``-min_negative_curvature`` (eV/Å²). ``max_failures``:
+    the search stops after this many failed evaluations in a row.
+
+    Verification of a converged end point (:mod:`mlmd.saddle.verify`; off
+    with ``verify=False``): the Hessian index from at most
+    ``verify_max_calls`` finite-difference calls (step ``verify_step_A``),
+    curvatures within ``±curvature_tolerance`` (eV/Å²) counting as zero; bonds
+    are pairs closer than ``bond_factor`` x the sum of covalent radii, and
+    every atom bonded at the start must keep a neighbour within
+    ``max_bond_stretch`` x that length; the energy above the start must lie in
+    at most ``max_barrier_eV`` (eV; more than 10 meV below the start warns); no atom may move more than
+    ``max_displacement_A`` (Å); a given mode must keep ``|cos| >=
+    min_mode_overlap`` with the final one.
     """
 
     method: str = "gp-dimer"
@@ -73,6 +85,16 @@ class SaddleSettings:
     pair_cutoff_A: float = 5.0
     min_distance_A: float = 0.5
     min_negative_curvature: float = 1e-3
+    max_failures: int = 5
+    verify: bool = True
+    verify_max_calls: int = 30
+    verify_step_A: float = 0.005
+    curvature_tolerance: float = 0.01
+    bond_factor: float = 1.2
+    max_bond_stretch: float = 1.5
+    max_barrier_eV: float = 5.0
+    max_displacement_A: float = 3.0
+    min_mode_overlap: float = 0.3
 
     def replace(self, **changes) -> "SaddleSettings":
         """A copy with ``changes`` applied (not validated; call :meth:`validate`)."""
@@ -115,13 +137,27 @@ class SaddleSettings:
         if not self.trust_min_A <= self.trust_radius_A <= self.trust_max_A:
             raise SettingsError(f"the trust radius must lie between its bounds: trust_min_A {self.trust_min_A} <= "
                                 f"trust_radius_A {self.trust_radius_A} <= trust_max_A {self.trust_max_A}")
-        for name, least in (("prune_size", 1), ("prune_newest", 1), ("inner_iterations", 1), ("seed", 0)):
+        for name in ("verify_step_A", "curvature_tolerance", "bond_factor", "max_barrier_eV", "max_displacement_A"):
+            if not _positive(getattr(self, name)):
+                raise SettingsError(f"{name} must be a positive number; got {getattr(self, name)!r}")
+        if not _real(self.max_bond_stretch) or self.max_bond_stretch < 1:
+            raise SettingsError(f"max_bond_stretch must be a number >= 1; got {self.max_bond_stretch!r}")
+        if not _real(self.min_mode_overlap) or not 0 <= self.min_mode_overlap <= 1:
+            raise SettingsError(f"min_mode_overlap must lie in [0, 1]; got {self.min_mode_overlap!r}")
+        for name, least in (("prune_size", 1), ("prune_newest", 1), ("inner_iterations", 1), ("seed", 0),
+                            ("max_failures", 1), ("verify_max_calls", 1)):
             if not _integer(getattr(self, name), least):
                 raise SettingsError(f"{name} must be an integer >= {least}; got {getattr(self, name)!r}")
         if self.initial_rotations is not None and not _integer(self.initial_rotations, 0):
             raise SettingsError(f"initial_rotations must be an integer >= 0; got {self.initial_rotations!r}")
         if not isinstance(self.device, str) or not self.device:
-            raise SettingsError(f"device must be 'auto', 'cpu', 'cuda' or another torch device; got {self.device!r}")
+            raise SettingsError(f"device must be 'auto', 'cpu' or 'cuda'; got {self.device!r}")
+        from ..model import check_device
+
+        try:
+            check_device(self.device, auto=True)
+        except MLMDError as exc:
+            raise SettingsError(str(exc)) from None
         return self
 
 
