@@ -93,4 +93,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as ``python -m mlmd.cli``: use the importable module, whose Command class the entry points share.
+    from mlmd.cli import main as package_main
+
+    sys.exit(package_main())

@@ -75,7 +75,8 @@ def test_readme_blocks_run_in_order(tmp_path):
             continue
         for step in steps:
             done = subprocess.run(step, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=900)
-            allowed = (0, 1) if " saddle " in f" {step[-1]} " else (0,)  # a search may not converge: status 1
+            # A search may not converge (status 1) or end unverified (status 3, as the README says).
+            allowed = (0, 1, 3) if " saddle " in f" {step[-1]} " else (0,)
             assert done.returncode in allowed, f"{step[-1]}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
             ran += 1
     assert ran >= 20
