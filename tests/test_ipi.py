@@ -54,9 +54,10 @@ def copper():
     return atoms
 
 
-def run_ipi(folder, atoms, client, timeout_s=120, **options):
+def run_ipi(folder, atoms, client, timeout_s=120, bead=0, **options):
     """Write an i-PI input for ``atoms``, start ``i-pi``, run ``client(address)`` (which must return once
-    i-PI ends the run) and wait for i-PI; returns i-PI's recorded properties and frames."""
+    i-PI ends the run) and wait for i-PI; returns i-PI's recorded properties, and the frames and forces
+    of path-integral bead ``bead``."""
     address = f"mlmd-test-{uuid.uuid4().hex[:10]}"
     mlmd.ipi.write_input(folder, atoms, address, steps=STEPS, **options)
     with open(folder / "ipi.log", "w") as log:
@@ -69,8 +70,8 @@ def run_ipi(folder, atoms, client, timeout_s=120, **options):
                 server.kill()
                 server.wait()
     properties = np.loadtxt(folder / "simulation.out", ndmin=2)
-    positions = read(folder / "simulation.pos_0.extxyz", ":")
-    forces = [frame.get_forces() for frame in read(folder / "simulation.frc_0.extxyz", ":")]
+    positions = read(folder / f"simulation.pos_{bead}.extxyz", ":")
+    forces = [frame.get_forces() for frame in read(folder / f"simulation.frc_{bead}.extxyz", ":")]
     return properties, positions, forces
 
 
@@ -107,6 +108,30 @@ def test_mlmd_client_in_ipi(copper_model, tmp_path):
     print(f"\ni-PI + mlmd client, Cu: largest |i-PI - mlmd| {worst}")
 
 
+def test_path_integral_md_with_the_mlmd_client(copper_model, tmp_path):
+    """Four path-integral beads (PILE-G thermostat, 300 K) served one after another by one mlmd client:
+    the last bead's forces are mlmd's at its positions, and i-PI's potential (the mean over beads)
+    is the mean of mlmd's energies of the four beads' recorded frames."""
+    nbeads = 4
+    served = []
+    properties, positions, forces = run_ipi(
+        tmp_path, copper(), lambda address: served.append(mlmd.ipi.run_client(copper_model, copper(), address)),
+        bead=nbeads - 1, nbeads=nbeads, thermostat_tau_fs=20.0)
+    assert served == [nbeads * (STEPS + 1)]
+    calculator = mlmd.MLMDCalculator(copper_model)
+    for frame, recorded in zip(positions, forces):
+        frame.calc = calculator
+        assert np.abs(frame.get_forces() - recorded).max() <= 1e-6
+    energies = np.zeros((nbeads, STEPS + 1))
+    for bead in range(nbeads):
+        for step, frame in enumerate(read(tmp_path / f"simulation.pos_{bead}.extxyz", ":")):
+            frame.calc = calculator
+            energies[bead, step] = frame.get_potential_energy()
+    assert np.ptp(energies[:, -1]) > 1e-3  # the beads have spread apart from their common start
+    assert properties[:, 4] == pytest.approx(energies.mean(axis=0), rel=1e-7)
+
+
+@pytest.mark.slow  # a fresh interpreter imports torch and mlmd: 10-30 s
 def test_mlmd_client_command_for_a_molecule(tmp_path):
     """``python -m mlmd.ipi`` serves i-PI's thermostatted run of a molecule (shipped ethanol model,
     float32: energies to 1e-6 relative, forces to 1e-4 eV/Å); a non-periodic client sends no virial."""
