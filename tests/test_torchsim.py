@@ -153,30 +153,32 @@ def test_nve_conserves_energy():
 
 
 def test_nvt_langevin_reaches_the_target_temperature():
-    """TorchSim's Langevin (BAOAB) integrator heats four ethanol molecules (shipped model, float32) from
-    10 K to 500 K (0.5 fs, friction 1/10 fs): the mean temperature of steps 100-200 is within 15 % of
-    the target (measured 542, 499 and 506 K for three seeds; the spread of the mean of 4 x 27 degrees of
-    freedom over ~5 decorrelated samples is about 6 %), after the first step was still below 150 K."""
+    """TorchSim's Langevin (BAOAB) integrator heats eight ethanol molecules (shipped model, float32) from
+    10 K to 500 K (0.5 fs, friction 1/5 fs): the mean temperature of steps 100-200 is within 10 % of
+    the target (measured 487-512 K over four seeds: the mean of 8 x 27 degrees of freedom over ~10
+    decorrelated samples spreads by about 3 %), after the first step was still below 250 K."""
     model = MLMDModel("ethanol", device="cpu")
     systems = []
-    for seed in range(4):
+    for seed in range(8):
         atoms = ethanol()
         atoms.rattle(0.02, seed=seed)
         systems.append(atoms)
     state = ts.io.atoms_to_state(systems, model.device, model.dtype)
     dt = torch.tensor(0.0005 * ts.units.MetalUnits.time)
     target = torch.tensor(500 * KB_EV_PER_K)
-    init, update = ts.nvt_langevin(model=model, dt=dt, kT=target, gamma=1 / (20 * dt), seed=3)
-    state = init(state, kT=torch.tensor(10 * KB_EV_PER_K))
     temperatures = []
-    for _ in range(200):
-        state = update(state, kT=target)
-        temperatures.append(ts.quantities.calc_temperature(masses=state.masses, momenta=state.momenta,
-                                                           system_idx=state.system_idx).mean().item())
+    with torch.random.fork_rng():  # TorchSim draws the Langevin noise from torch's global generator
+        torch.manual_seed(0)
+        init, update = ts.nvt_langevin(model=model, dt=dt, kT=target, gamma=1 / (10 * dt), seed=0)
+        state = init(state, kT=torch.tensor(10 * KB_EV_PER_K))
+        for _ in range(200):
+            state = update(state, kT=target)
+            temperatures.append(ts.quantities.calc_temperature(masses=state.masses, momenta=state.momenta,
+                                                               system_idx=state.system_idx).mean().item())
     mean = float(np.mean(temperatures[100:]))
-    print(f"\nNVT Langevin, 4 ethanol, 500 K target: first step {temperatures[0]:.0f} K, steps 100-200 {mean:.0f} K")
-    assert temperatures[0] < 150
-    assert abs(mean - 500) < 0.15 * 500
+    print(f"\nNVT Langevin, 8 ethanol, 500 K target: first step {temperatures[0]:.0f} K, steps 100-200 {mean:.0f} K")
+    assert temperatures[0] < 250
+    assert abs(mean - 500) < 0.10 * 500
 
 
 def test_metatomic_export_in_torchsim(model_file, tmp_path):

@@ -95,7 +95,8 @@ def model_capabilities(model):
 
 
 def atomistic_model(model):
-    """The metatomic ``AtomisticModel`` of a loaded mlmd potential (:class:`mlmd.model.Model`)."""
+    """The metatomic ``AtomisticModel`` of a loaded mlmd potential (:class:`mlmd.model.Model`);
+    as metatomic requires, the model's parameters no longer require gradients afterwards."""
     metatomic = import_metatomic()
     from .potential import MetatomicPotential
 
@@ -156,12 +157,15 @@ def check_file(path, model) -> float:
 def write_metatomic(model, output, overwrite: bool = False) -> Path:
     """Write ``model`` (a loaded mlmd potential) as a metatomic model file at ``output``, checked first."""
     output = Path(output)
-    # AtomisticModel freezes the parameters it wraps; give an in-memory model its flags back.
+    # AtomisticModel freezes the parameters it wraps and saving moves them to the CPU: give an
+    # in-memory model its flags and device back.
     flags = [(parameter, parameter.requires_grad) for parameter in model.module.parameters()]
+    device = model.device
     try:
         atomistic = atomistic_model(model)
         with atomic_path(output) as temporary:
             atomistic.save(str(temporary))
+            model.to(device)
             check_file(temporary, model)
     finally:
         for parameter, flag in flags:
