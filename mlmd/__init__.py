@@ -6,6 +6,14 @@ found by ASE under the name ``mlmd``), :class:`MLMDError`.
 
 __version__ = "0.1.0"
 
+import warnings
+
+# mlmd's model file is a TorchScript archive (see DESIGN.md). torch >= 2.10 warns that TorchScript is
+# deprecated at every script, save and load call, which would put a warning in front of every command's
+# output that a user cannot act on. Only these exact messages are filtered; everything else torch says
+# still shows. (Moving the model file to torch.export is the way out before TorchScript is removed.)
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.(script|save|load)` is deprecated", category=FutureWarning)
+
 from .ase import MLMDCalculator  # noqa: E402  (registers the name "mlmd" with ASE)
 from .errors import MLMDError  # noqa: E402
 
