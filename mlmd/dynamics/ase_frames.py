@@ -74,7 +74,7 @@ class AseFrameWriter(FrameWriter):
         raise NotImplementedError
 
 
-@register_trajectory_format(".xyz", ".extxyz", description="extended XYZ (ASE) with energies and forces")
+@register_trajectory_format(".xyz", ".extxyz")
 class ExtxyzWriter(AseFrameWriter):
     def open_partial(self) -> None:
         self.stream = open(self.partial, "w")
@@ -92,7 +92,7 @@ class ExtxyzWriter(AseFrameWriter):
         self.stream.close()
 
 
-@register_trajectory_format(".traj", description="ASE trajectory with energies and forces")
+@register_trajectory_format(".traj")
 class AseTrajectoryWriter(AseFrameWriter):
     def open_partial(self) -> None:
         from ase.io import Trajectory

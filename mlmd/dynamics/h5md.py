@@ -58,7 +58,7 @@ def open_h5(path, mode: str):
                              "wait for that run to end or stop it, then continue") from None
 
 
-@register_trajectory_format(".h5md", description="H5MD 1.1 (MDAnalysis, h5py)")
+@register_trajectory_format(".h5md")
 class H5MDWriter(FrameWriter):
     """Frames of every replica as H5MD 1.1 (layout in the module docstring)."""
 

@@ -39,23 +39,21 @@ from .engine import Snapshot
 
 #: suffix -> writer class (``cls(path, atoms, replicas, keep_frames)``).
 TRAJECTORY_WRITERS: Dict[str, Callable] = {}
-#: suffix -> what it is, for messages and ``--help``.
-TRAJECTORY_DESCRIPTIONS: Dict[str, str] = {}
-# Built-in formats outside this module register when their module is imported.
-BUILTIN_TRAJECTORY_MODULES = {".h5md": "mlmd.dynamics.h5md", ".xyz": "mlmd.dynamics.ase_frames",
-                              ".extxyz": "mlmd.dynamics.ase_frames", ".traj": "mlmd.dynamics.ase_frames"}
+# Built-in formats, in the order messages list them; each registers when its module is imported.
+BUILTIN_TRAJECTORY_MODULES = {".dcd": __name__, ".xtc": __name__, ".h5": __name__, ".h5md": "mlmd.dynamics.h5md",
+                              ".xyz": "mlmd.dynamics.ase_frames", ".extxyz": "mlmd.dynamics.ase_frames",
+                              ".traj": "mlmd.dynamics.ase_frames"}
 
 #: The AKMA time unit in fs: Å·sqrt(amu/(kcal/mol)), thermochemical kcal (4184 J), as CHARMM and MDAnalysis.
 AKMA_FS = ANGSTROM_M * math.sqrt(AMU_KG * AVOGADRO_PER_MOL / 4184.0) / FS_S
 
 
-def register_trajectory_format(*suffixes: str, description: str):
+def register_trajectory_format(*suffixes: str):
     """Class decorator: make a writer the trajectory format of files ending in ``suffixes``."""
 
     def decorate(cls):
         for suffix in suffixes:
             TRAJECTORY_WRITERS[suffix] = cls
-            TRAJECTORY_DESCRIPTIONS[suffix] = description
         return cls
 
     return decorate
@@ -63,7 +61,7 @@ def register_trajectory_format(*suffixes: str, description: str):
 
 def trajectory_suffixes() -> List[str]:
     """Every suffix a trajectory file may have (registered and built in)."""
-    return list(dict.fromkeys([*TRAJECTORY_WRITERS, *BUILTIN_TRAJECTORY_MODULES]))
+    return list(dict.fromkeys([*BUILTIN_TRAJECTORY_MODULES, *TRAJECTORY_WRITERS]))
 
 
 def trajectory_writer_class(path: PathLike):
@@ -127,9 +125,7 @@ class FrameWriter:
         os.replace(self.partial, self.path)
 
 
-@register_trajectory_format(".h5", description="mdtraj HDF5")  # decorators apply bottom up: .dcd is listed first
-@register_trajectory_format(".xtc", description="GROMACS XTC (mdtraj)")
-@register_trajectory_format(".dcd", description="DCD (mdtraj, MDAnalysis, VMD)")
+@register_trajectory_format(".dcd", ".xtc", ".h5")
 class TrajectoryWriter(FrameWriter):
     """Frames of every replica (replica ``k`` = chain ``k``) through mdtraj: DCD, XTC or mdtraj's HDF5."""
 
