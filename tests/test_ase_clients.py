@@ -49,7 +49,7 @@ def with_only_this_pth(script: str, site_dir: Path) -> list:
     site-packages and this checkout are put on the path and ``site_dir`` holding only the source
     ``.pth`` is processed as a site directory."""
     shutil.copy(PTH, site_dir / PTH.name)
-    paths = [str(ROOT), *site.getsitepackages()]
+    paths = [str(ROOT), *(entry for entry in sys.path if entry)]
     prologue = f"import sys, site\nsys.path[:0] = {paths!r}\nsite.addsitedir({str(site_dir)!r})\n"
     return fresh_python("-S", "-c", prologue + script)
 
@@ -96,12 +96,13 @@ def test_pth_line_makes_ase_run_work(tmp_path, model_file):
 def test_installed_mlmd_is_found_by_name_in_a_fresh_process():
     """The environment's own start-up (the installed ``mlmd_ase_lookup.pth``) with no help from the test."""
     try:
-        files = distribution("mlmd").files or []
+        distribution("mlmd")
     except PackageNotFoundError:
         pytest.skip("mlmd is not installed in this environment")
-    if not any(str(file) == PTH.name for file in files):
-        pytest.fail(f"the installed mlmd has no {PTH.name} at the root of site-packages (installed before "
-                    "setup.py shipped it); reinstall it: pip install -e .")
+    site_dirs = [*site.getsitepackages(), site.getusersitepackages()]
+    if not any((Path(folder) / PTH.name).is_file() for folder in site_dirs):
+        pytest.fail(f"the installed mlmd has no {PTH.name} in {site_dirs} (installed before setup.py shipped "
+                    "it); reinstall it: pip install -e .")
     assert fresh_python("-c", LOOKUP) == ["mlmd.ase.calculator", "MLMDCalculator"]
 
 
