@@ -6,8 +6,10 @@
   :class:`CSVR` and :class:`VelocityVerlet` as ASE ``MolecularDynamics``
   classes for any calculator, keeping their forces between steps;
 - :mod:`mlmd.ase.forecast`: :class:`ForecastDynamics`, a trajectory forecaster as ASE dynamics;
+- :mod:`mlmd.ase.lookup`: ``ase.calculators.mlmd`` served on demand, so that ASE's
+  ``get_calculator_class("mlmd")`` works in a fresh process;
 - :mod:`mlmd.ase.plugin`: the ``ase.plugins`` entry point (what ASE can find
-  by name, and when, is explained there).
+  by name, and how, is explained there).
 
 The dynamics classes import torch, so they load on first use and
 ``import mlmd`` stays fast.

@@ -4,15 +4,29 @@
 :class:`mlmd.model.Model` or an in-memory potential. It follows ASE's
 calculator conventions: ``implemented_properties`` lists ``energy``,
 ``free_energy`` (equal to the energy: the models are zero-temperature),
-``forces`` (eV/Å), ``energies`` (eV per atom) and, for systems periodic in all
-three directions, ``stress`` (eV/Å³, ASE's Voigt order xx yy zz yz xz xy);
-``calculate`` fills ``self.results``, and ASE's ``check_state`` (positions,
-numbers, cell, pbc) decides when a cached result is reused, so asking for the
-energy and then the forces of the same atoms runs the model once.
+``forces`` (eV/Å), ``energies`` (eV per atom) and ``stress`` (eV/Å³, ASE's
+Voigt order xx yy zz yz xz xy); ``calculate`` fills ``self.results``, and ASE's
+``check_state`` (positions, numbers, cell, pbc) decides when a cached result is
+reused, so asking for the energy and then the forces of the same atoms runs the
+model once.
+
+Stress, periodic or not, follows ASE's own calculators (``EMT``,
+``LennardJones``, ``MorsePotential``; measured with ASE 3.29):
+
+- the cell spans a volume ``V = |det cell| > 0``: ``σ = (1/V) ∂E/∂ε``, the
+  strain derivative, for every ``pbc``. For a molecule in a box, ``V σ`` is the
+  virial ``-Σ_i r_i ⊗ F_i`` whatever the box; that is what the i-PI clients
+  send on (i-PI's ASE driver and ASE's ``SocketClient`` both form ``W = -V σ``;
+  i-PI always sends a cell, its default for a structure without one is a
+  1-bohr box), so mlmd runs non-periodic systems under i-PI;
+- no volume (a molecule without a cell): ASE's ``PropertyNotImplementedError``,
+  as ASE's calculators raise and clients expect (``ase run`` skips the
+  property). A zero stress would help no client: ASE's ``SocketClient`` fails on
+  such atoms in ``atoms.get_volume()`` before it uses the stress.
 
 Importing this module registers the class with ASE under the name ``mlmd``
-(``ase.calculators.calculator.get_calculator_class("mlmd")``); see
-:mod:`mlmd.ase.plugin` for what ASE can and cannot find without that import.
+(``ase.calculators.calculator.get_calculator_class("mlmd")``); in a fresh
+process :mod:`mlmd.ase.lookup` makes the same name work before mlmd is imported.
 """
 
 import warnings
@@ -34,7 +48,12 @@ ASE_NAME = "mlmd"
 
 
 class MLMDCalculator(Calculator):
-    """An exported mlmd model (file, :class:`~mlmd.model.Model` or potential) as an ASE calculator."""
+    """An exported mlmd model (file, :class:`~mlmd.model.Model` or potential) as an ASE calculator.
+
+    Stress is ``(1/V) ∂E/∂ε`` whenever the cell spans a volume V, periodic or not (as ASE's EMT
+    and i-PI expect; see the module docstring); a cell without volume raises
+    ``PropertyNotImplementedError``.
+    """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
 
@@ -51,8 +70,10 @@ class MLMDCalculator(Calculator):
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
         compute_stress = "stress" in properties
-        if compute_stress and not atoms.pbc.all():
-            raise PropertyNotImplementedError("stress is defined only for systems periodic in all three directions")
+        if compute_stress and not atoms.cell.volume > 0.0:
+            raise PropertyNotImplementedError(
+                "stress needs a cell that spans a volume, periodic or not; give the atoms one, e.g. "
+                "atoms.center(vacuum=5.0), or a third lattice vector (vacuum) along a non-periodic axis")
         if not np.isin(atoms.numbers, self._species).all() or not np.isfinite(atoms.positions).all():
             check_atoms(atoms, source="MLMDCalculator", species=self._species.tolist())
         device = self.model.device

@@ -1,28 +1,22 @@
 """The ``ase.plugins`` entry point: ASE's plugin record of the calculator named ``mlmd``.
 
 How ASE finds a calculator by name (read from ASE 3.29, the version mlmd is
-tested with) and what that means for ``mlmd``:
+tested with):
 
 - ``ase.calculators.calculator.get_calculator_class(name)``, ASE's public
   lookup, knows a few names written into it, the classes registered in the
   running process with ``register_calculator_class`` (its
-  ``external_calculators`` dict), and otherwise imports the module
-  ``ase.calculators.<name>``. It reads no entry points, and
-  ``ase.calculators`` is a regular package, so no other distribution can add a
-  module to it. In a fresh process, therefore, ``get_calculator_class("mlmd")``
-  raises ``ModuleNotFoundError`` until something has imported ``mlmd``:
-  ``import mlmd`` (or anything under it) registers the name through
-  :func:`mlmd.ase.calculator.register_with_ase`. Making the bare call work would
-  need code that runs at every interpreter start (a ``.pth`` hook), which mlmd
-  does not install.
+  ``external_calculators`` dict; ``import mlmd`` registers ``mlmd`` through
+  :func:`mlmd.ase.calculator.register_with_ase`), and otherwise imports the
+  module ``ase.calculators.<name>``. It reads no entry points. In a fresh
+  process that import is answered by :mod:`mlmd.ase.lookup`, whose ``.pth``
+  line mlmd installs, so the bare call works before anything imported mlmd.
 - ASE's plugin collection (``ase._4.plugins.plugins``, used by ``ase info
-  --plugins``) does read the ``ase.plugins`` entry-point group: it imports this
-  module and collects ``__ase_plugins__``. That works in a fresh process, and
-  since importing this module imports ``mlmd``, ``get_calculator_class("mlmd")``
-  works from then on too. The collection lives in ASE's private, experimental
-  ``ase._4`` namespace, so it is imported under a guard: on an ASE without it,
-  ``__ase_plugins__`` is empty, :data:`UNAVAILABLE` says why and a warning is
-  issued; the name lookup after ``import mlmd`` is unaffected.
+  --plugins``) reads the ``ase.plugins`` entry-point group: it imports this
+  module and collects ``__ase_plugins__``. The collection lives in ASE's
+  private, experimental ``ase._4`` namespace, so it is imported under a guard:
+  on an ASE without it, ``__ase_plugins__`` is empty, :data:`UNAVAILABLE` says
+  why and a warning is issued; the name lookup is unaffected.
 """
 
 import warnings

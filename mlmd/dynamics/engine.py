@@ -52,6 +52,7 @@ class Snapshot:
     pbc: np.ndarray  # [3] bool
     epot_eV: Optional[np.ndarray] = None  # [K], None when the engine has no potential energy
     frame_positions_A: Optional[np.ndarray] = None  # [K N, 3] for trajectories (unwrapped); default positions_A
+    forces_eV_per_A: Optional[np.ndarray] = None  # [K N, 3] for trajectories, None when the engine has none
 
     @property
     def replicas(self) -> int:

@@ -10,7 +10,8 @@ def add_run_options(parser, unit: str, default_stride: int, log_columns: str, tr
     add = parser.add_argument
     add("--log", metavar="FILE.csv", help=f"CSV log: {log_columns}")
     add(*trajectory_flags, dest="trajectory", metavar="FILE",
-        help="trajectory: .dcd, .xtc (with FILE_topology.pdb beside it) or .h5")
+        help="trajectory, format from the extension: .dcd, .xtc (with FILE_topology.pdb beside them), .h5 "
+             "(mdtraj), .h5md (H5MD), .xyz/.extxyz or .traj (ASE, with energies and forces)")
     add("--stride", metavar="N", type=int, default=default_stride,
         help=f"{unit} between log rows and frames (default {default_stride})")
     add("--restart", metavar="FILE", help="continue from this restart file (bit for bit)")

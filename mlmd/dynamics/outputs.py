@@ -6,7 +6,7 @@
   continued run leaves the same file as an uninterrupted one.
 - Restart files (:func:`mlmd.io.save_restart`) are written atomically at every
   restart point and at the end.
-- Trajectories: :class:`mlmd.dynamics.trajectory.TrajectoryWriter`.
+- Trajectories: the writer :mod:`mlmd.dynamics.trajectory` registers for the file's suffix.
 - On a guard trip the last good state of every replica goes to an extended XYZ.
 
 Every destination is checked before the first step, so a bad path costs no simulation, and an
@@ -21,10 +21,10 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from ..constants import FS_PS
-from ..errors import InputFileError, MLMDError
+from ..errors import InputFileError
 from ..io import PathLike, atomic_path, atomic_write, check_destination, save_restart, write_frames
 from .engine import Snapshot
-from .trajectory import TRAJECTORY_FORMATS, TrajectoryWriter
+from .trajectory import open_trajectory, trajectory_writer_class
 
 
 def read_log(path: Path, header: Sequence[str]) -> List[tuple]:
@@ -113,17 +113,9 @@ def plot_log(rows: np.ndarray, header: Sequence[str], path: Path, temperature_K:
 def save_state_xyz(path: PathLike, atoms, positions_A: np.ndarray, velocities_A_per_fs: np.ndarray, step: int,
                    time_fs: float) -> Path:
     """Every replica's state ``[K,N,3]`` as a frame of an extended XYZ (velocities in ASE units), atomically."""
-    from ase import units
+    from .ase_frames import replica_images
 
-    frames = []
-    for replica, (x, v) in enumerate(zip(positions_A, velocities_A_per_fs)):
-        frame = atoms.copy()
-        frame.calc = None
-        frame.set_positions(x, apply_constraint=False)
-        frame.set_velocities(v / units.fs)  # Å/fs -> Å/(ASE time)
-        frame.info.update({"step": int(step), "time_fs": float(time_fs), "replica": replica})
-        frames.append(frame)
-    write_frames(path, frames)
+    write_frames(path, replica_images(atoms, positions_A, velocities_A_per_fs, step, time_fs))
     return Path(path)
 
 
@@ -131,17 +123,16 @@ def check_run_files(log: Optional[PathLike], trajectory: Optional[PathLike], res
                     state_file: Optional[PathLike], plot: bool, overwrite: bool = False, continued: bool = False):
     """Check every file a run writes before its first step (:func:`mlmd.io.check_destination`); a continued
     run may rewrite the files it continues. Returns ``(log, trajectory, restart_file, state_file, plot)`` Paths."""
-    if trajectory is not None and Path(trajectory).suffix.lower() not in TRAJECTORY_FORMATS:
-        raise MLMDError(f"trajectory {trajectory}: the extension picks the format; use one of "
-                        f"{', '.join(TRAJECTORY_FORMATS)} (DCD, XTC, mdtraj HDF5)")
+    writer = trajectory_writer_class(trajectory) if trajectory is not None else None
     replace = overwrite or continued
     log = check_destination(log, "log", replace)
     restart_file = check_destination(restart_file, "restart file", replace)
     state_file = check_destination(state_file, "state file", replace)
     plot_file = check_destination(log.with_suffix(".png"), "plot", replace) if plot and log is not None else None
     trajectory = check_destination(trajectory, "trajectory", replace)
-    if trajectory is not None and trajectory.suffix.lower() != ".h5":
-        check_destination(trajectory.with_name(f"{trajectory.stem}_topology.pdb"), "trajectory topology", replace)
+    topology = writer.topology_path(trajectory) if writer is not None else None
+    if topology is not None:
+        check_destination(topology, "trajectory topology", replace)
     return log, trajectory, restart_file, state_file, plot_file
 
 
@@ -168,7 +159,7 @@ class RunOutputs:
         self.log = CsvLog(log, self.header, keep_until=None if restart is None else int(restart["step"]))
         keep = int(restart["trajectory_frames"]) if restart is not None else 0
         try:
-            self.writer = TrajectoryWriter(trajectory, atoms, replicas, keep) if trajectory is not None else None
+            self.writer = open_trajectory(trajectory, atoms, replicas, keep) if trajectory is not None else None
         except RuntimeError as exc:  # HDF5 refuses a file another process holds open
             self.log.close()
             if "lock" not in str(exc).lower():
@@ -184,7 +175,7 @@ class RunOutputs:
         values = tuple(float(np.mean(getattr(snapshot, name))) for name in self.header[2:])
         self.log.append((snapshot.step, time_fs, *values))
         if self.writer is not None:
-            self.writer.write(snapshot.output_positions_A, snapshot.step, time_fs, snapshot.cell_A)
+            self.writer.write(snapshot, time_fs)
 
     def checkpoint(self, payload: dict) -> None:
         if self.writer is not None:

@@ -94,6 +94,7 @@ class TorchEngine(StateEngine):
             velocities_A_per_fs=state.velocities.detach().cpu().numpy(),
             cell_A=state.cell[0].cpu().numpy(),
             pbc=state.pbc[0].cpu().numpy(),
+            forces_eV_per_A=state.forces.detach().cpu().numpy().astype(np.float64),
         )
 
     def payload(self, point) -> dict:
