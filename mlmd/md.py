@@ -26,9 +26,9 @@ Conventions (the same in both engines):
   replicas the log holds the mean over replicas (of the energy of each replica
   and of its temperature) and the trajectory holds every replica, replica ``k``
   being chain ``k`` of its topology (``traj.atom_slice(traj.top.select("chainid k"))``);
-- trajectories go through mdtraj, by extension: ``.dcd`` and ``.xtc`` (with a
-  ``NAME_topology.pdb`` beside them for ``mdtraj.load(..., top=...)``) or ``.h5``
-  (topology inside). Frames are appended to ``NAME.partial.EXT`` during the
+- the trajectory format follows the extension (:mod:`mlmd.dynamics.trajectory`): ``.dcd`` and
+  ``.xtc`` (with a ``NAME_topology.pdb`` beside them for ``mdtraj.load(..., top=...)``) or ``.h5``
+  (topology inside) through mdtraj, ``.h5md`` (H5MD 1.1), ``.xyz``/``.extxyz``/``.traj`` (ASE). Frames are appended to ``NAME.partial.EXT`` during the
   run and renamed onto ``NAME.EXT`` at the end, so the named file is always
   complete; the log is appended to and the restart file rewritten atomically at
   every restart point (every ``restart_every`` steps) and at the end;
@@ -135,7 +135,8 @@ def run(structure, model=None, calculator=None, *, engine: str = "torch", integr
         replicas: independent copies run in one batch (torch engine).
         device: where the model runs (``cpu``, ``cuda``); with OpenMM it picks the platform unless
             ``platform`` (``Reference``, ``CPU``, ``CUDA``, ...) names one.
-        log, trajectory, stride: CSV log and mdtraj trajectory (``.dcd``, ``.xtc``, ``.h5``), every ``stride`` steps.
+        log, trajectory, stride: CSV log and trajectory (``.dcd``, ``.xtc``, ``.h5``, ``.h5md``, ``.xyz``,
+            ``.extxyz``, ``.traj``), every ``stride`` steps.
         restart: a restart file to continue from; ``restart_file``: where to save one every
             ``restart_every`` steps and at the end (None: no restart file).
         max_energy_jump_eV_per_atom, min_distance_A, max_temperature_K: guard bounds (None: off; the

@@ -6,7 +6,7 @@
 - :mod:`~mlmd.dynamics.torch_engine`, :mod:`~mlmd.dynamics.rollout_engine` (the OpenMM engine is
   :mod:`mlmd.openmm.engine`);
 - :mod:`~mlmd.dynamics.guards`: checks against wrong physics;
-- :mod:`~mlmd.dynamics.trajectory` (mdtraj trajectory writer) and :mod:`~mlmd.dynamics.outputs`
+- :mod:`~mlmd.dynamics.trajectory` (trajectory writers by extension: mdtraj, H5MD, ASE) and :mod:`~mlmd.dynamics.outputs`
   (append-only CSV log, restart files, plot, last good state);
 - :mod:`~mlmd.dynamics.driver`: the one run loop, with ASE-style observers and a generator form.
 
