@@ -226,3 +226,81 @@ def test_ase_forecast_dynamics_samples_a_stochastic_forecaster(stochastic_foreca
         finals.append(atoms.positions.copy())
     np.testing.assert_array_equal(finals[0], finals[1])
     assert not np.allclose(finals[0], finals[2])
+
+
+class HeatingFreeFlight(torch.nn.Module):
+    """A forecaster double over 2 fs: free flight, and new velocities 10 % faster (it heats, so only the
+    energy-aware step keeps U + K)."""
+
+    family, interval_fs, species, cutoff, stochastic = "forecaster", 2.0, [29], 3.0, False
+
+    def forward(self, x, z, cell, pbc, batch, v, noise=None):
+        return {"displacement": 2.0 * v, "velocities": 1.1 * v}
+
+
+def total_energy_eV(atoms):
+    """U of the attached calculator + ½ Σ m v² (eV), computed by ASE."""
+    return atoms.get_potential_energy() + atoms.get_kinetic_energy()
+
+
+def test_ase_forecast_dynamics_energy_aware_conserves_the_calculators_energy():
+    """Without a thermostat, EMT's U + K stays where it started with energy_correction; without it the
+    (barely trained) forecaster moves it."""
+    from ase import units
+    from ase.calculators.emt import EMT
+
+    from mlmd.ase import ForecastDynamics
+    from mlmd.errors import MLMDError
+
+    drifts = {}
+    for correct in (True, False):
+        atoms = copper(2)
+        atoms.set_velocities(np.random.default_rng(0).normal(0, 0.002, (len(atoms), 3)) / units.fs)
+        atoms.calc = EMT()
+        start = total_energy_eV(atoms)
+        dynamics = ForecastDynamics(atoms, HeatingFreeFlight(), seed=3, energy_correction=correct)
+        dynamics.run(4)
+        drifts[correct] = abs(total_energy_eV(atoms) - start)
+    assert drifts[True] < 1e-8 and drifts[False] > 1e-4  # float64 unit round trips: ~1e-10 relative
+    atoms = copper(2)
+    with pytest.raises(MLMDError, match="needs a calculator"):
+        ForecastDynamics(atoms, HeatingFreeFlight(), energy_correction=True)
+
+
+def test_openmm_forecast_driver_energy_aware_uses_the_systems_energy():
+    """The Simulation's own System (a Lennard-Jones copper here) is the potential: its U + K is conserved."""
+    import openmm
+    from ase import units
+    from openmm import app, unit
+
+    from mlmd.constants import A_PER_FS_NM_PER_PS, EV_KJ_PER_MOL
+    from mlmd.openmm import OpenMMForecastDriver, forecast_integrator, topology_from_atoms
+
+    atoms = copper(2)
+    topology, positions = topology_from_atoms(atoms)
+    velocities = np.random.default_rng(0).normal(0, 0.002, (len(atoms), 3))
+    _, rotation = atoms.cell.standard_form()
+    system = openmm.System()
+    system.setDefaultPeriodicBoxVectors(*topology.getPeriodicBoxVectors())
+    lennard_jones = openmm.NonbondedForce()
+    lennard_jones.setNonbondedMethod(openmm.NonbondedForce.CutoffPeriodic)
+    lennard_jones.setCutoffDistance(0.35)
+    for mass in atoms.get_masses():
+        system.addParticle(float(mass))
+        lennard_jones.addParticle(0.0, 0.23, 4.0)
+    system.addForce(lennard_jones)
+
+    def total(simulation):
+        state = simulation.context.getState(getEnergy=True)
+        return (state.getPotentialEnergy() + state.getKineticEnergy()).value_in_unit(unit.kilojoule_per_mole) / EV_KJ_PER_MOL
+
+    drifts = {}
+    for correct in (True, False):
+        simulation = app.Simulation(topology, system, forecast_integrator(2.0),
+                                    openmm.Platform.getPlatformByName("Reference"))
+        simulation.context.setPositions(positions)
+        simulation.context.setVelocities(velocities @ np.asarray(rotation).T * A_PER_FS_NM_PER_PS)
+        start = total(simulation)
+        OpenMMForecastDriver(simulation, HeatingFreeFlight(), seed=2, energy_correction=correct).step(4)
+        drifts[correct] = abs(total(simulation) - start)
+    assert drifts[True] < 1e-8 and drifts[False] > 1e-4

@@ -5,12 +5,17 @@ Each step advances one forecaster interval τ_f with :func:`integrators.rollout.
 moves atoms exactly as ``mlmd forecast`` does, checked by the same guards
 (:mod:`mlmd.dynamics.guards`). The time step is the forecaster's interval;
 observers and ``Trajectory`` writers attach as usual (``dyn.attach(traj.write,
-interval=1)``). A calculator on the atoms is only an energy monitor (for loggers
-and trajectory energies); none is needed. Positions stay unwrapped, as in every ASE dynamics.
+interval=1)``). A calculator on the atoms is an energy monitor (for loggers and
+trajectory energies), and with ``energy_correction=True`` the potential of the
+energy-aware step (:func:`integrators.rollout.energy_conserving`: one energy call per
+interval); otherwise none is needed. A stochastic forecaster samples with noise seeded
+by ``seed`` and the step. Positions stay unwrapped, as in every ASE dynamics.
 """
 
 from typing import Optional
 
+import numpy as np
+import torch
 from ase import units
 from ase.md.md import MolecularDynamics
 
@@ -29,12 +34,14 @@ class ForecastDynamics(MolecularDynamics):
             leave both None for no thermostat.
         seed: thermostat noise seed (the noise of step n depends only on seed and n).
         min_distance_A, max_temperature_K: guards (None: off); a trip raises ForecastUnstableError.
+        energy_correction: scale the forecast velocities so that the attached calculator's U + K changes
+            only by what the thermostat exchanges.
         Other keyword arguments (``trajectory``, ``logfile``, ``loginterval``) go to ``MolecularDynamics``.
     """
 
     def __init__(self, atoms, model, temperature_K: Optional[float] = None, taut: Optional[float] = None,
                  seed: int = 0, min_distance_A: Optional[float] = 0.5, max_temperature_K: Optional[float] = None,
-                 device: str = "cpu", **kwargs):
+                 device: str = "cpu", energy_correction: bool = False, **kwargs):
         self.forecaster = load_forecaster(model, device=device)
         super().__init__(atoms, self.forecaster.interval_fs * units.fs, **kwargs)
         if (temperature_K is None) != (taut is None):
@@ -45,6 +52,11 @@ class ForecastDynamics(MolecularDynamics):
         self.min_distance_A, self.max_temperature_K = min_distance_A, max_temperature_K
         self.fixed = fixed_atoms_mask(atoms, type(self).__name__)
         self.steps_taken = 0
+        if energy_correction and atoms.calc is None:
+            raise MLMDError("ForecastDynamics(energy_correction=True) needs a calculator on the atoms: its "
+                            "energy is what the step conserves")
+        self.energy_correction = bool(energy_correction)
+        self._known_energy = None  # (positions Å, U [1] eV) after the last step, so U is computed once per step
 
     def _refresh_properties(self):
         if self.atoms.calc is not None:  # only an energy monitor; a forecaster needs no forces
@@ -55,8 +67,23 @@ class ForecastDynamics(MolecularDynamics):
         state = single_replica_state(atoms.get_positions(), atoms.get_velocities() * units.fs, atoms.get_masses(),
                                       atoms.numbers, atoms.cell.array, atoms.pbc, self.fixed, self.temperature_K,
                                       self.rate_per_fs, self.seed, self.steps_taken)
+        potential_energy = None
+        if self.energy_correction:
+            potential_energy = self._calculator_energy
+            known = self._known_energy
+            if known is not None and np.array_equal(known[0], atoms.positions):
+                state = state.replace(potential_energy=known[1])
         state = checked_interval(state, self.forecaster, self.min_distance_A, self.max_temperature_K,
-                                 type(self).__name__)
+                                 type(self).__name__, potential_energy)
         atoms.set_positions(state.unwrapped_positions().numpy(), apply_constraint=False)
         atoms.set_velocities(state.velocities.numpy() / units.fs)  # Å/fs -> Å/(ASE time)
+        if self.energy_correction:
+            self._known_energy = (atoms.positions.copy(), state.potential_energy)
         self.steps_taken += 1
+
+    def _calculator_energy(self, positions, atomic_numbers, cell, pbc, batch):
+        """U ``[1]`` eV of the attached calculator at ``positions`` (Å)."""
+        probe = self.atoms.copy()
+        probe.calc = self.atoms.calc
+        probe.set_positions(positions.detach().cpu().numpy(), apply_constraint=False)
+        return torch.tensor([probe.get_potential_energy()], dtype=positions.dtype)

@@ -201,15 +201,16 @@ def single_replica_state(positions_A, velocities_A_per_fs, masses_amu, numbers, 
 
 
 def checked_interval(state, forecaster: LoadedForecaster, min_distance_A: Optional[float],
-                     max_temperature_K: Optional[float], where: str):
-    """One interval from ``state``, checked by :func:`mlmd.dynamics.guards.guard_problem`; raises
-    :class:`~mlmd.dynamics.guards.UnstableRunError` (the state before the interval stays the caller's)."""
+                     max_temperature_K: Optional[float], where: str, potential_energy: Optional[Callable] = None):
+    """One interval from ``state`` (energy-aware with ``potential_energy``), checked by
+    :func:`mlmd.dynamics.guards.guard_problem`; raises :class:`~mlmd.dynamics.guards.UnstableRunError`
+    (the state before the interval stays the caller's)."""
     from integrators import rollout
 
     from .guards import UnstableRunError, guard_problem
 
     try:
-        new = rollout_step(state, forecaster)
+        new = rollout_step(state, forecaster, potential_energy=potential_energy)
         problem = guard_problem(new.positions, new.velocities, new.cell, new.pbc, new.batch,
                                 rollout.kinetic_kT(new) / KB_EV_PER_K, min_distance_A, max_temperature_K)
     except ForceCallFailed as exc:

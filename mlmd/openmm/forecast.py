@@ -14,8 +14,10 @@ kinetic energy instead).
 from typing import Optional
 
 import numpy as np
+import torch
 
-from ..constants import A_PER_FS_NM_PER_PS, FS_PS, NM_ANGSTROM, PS_FS
+from ..constants import A_PER_FS_NM_PER_PS, EV_KJ_PER_MOL, FS_PS, NM_ANGSTROM, PS_FS
+from ..dynamics.guards import UnstableRunError
 from ..dynamics.rollout_engine import checked_interval, load_forecaster, single_replica_state
 from ..errors import MLMDError
 
@@ -33,12 +35,17 @@ class OpenMMForecastDriver:
 
     Particles with zero mass are held fixed (OpenMM's convention). Atomic numbers come from the
     Simulation's topology. A periodic System gives the box (rows = lattice vectors) and pbc on all axes.
+    With ``energy_correction`` the Simulation's own System is the potential of the energy-aware step
+    (its forces are never used; one energy evaluation per interval). A stochastic forecaster samples
+    with noise seeded by ``seed`` and the step.
     """
 
     def __init__(self, simulation, model, temperature_K: Optional[float] = None, tau_fs: Optional[float] = None,
                  seed: int = 0, min_distance_A: Optional[float] = 0.5, max_temperature_K: Optional[float] = None,
-                 device: str = "cpu"):
+                 device: str = "cpu", energy_correction: bool = False):
         self.simulation = simulation
+        self.energy_correction = bool(energy_correction)
+        self._known_energy = None  # (step, U [1] eV) after the last interval
         self.forecaster = load_forecaster(model, device=device)
         if (temperature_K is None) != (tau_fs is None):
             raise MLMDError("OpenMMForecastDriver: give both temperature_K and tau_fs for CSVR, or neither for none")
@@ -91,8 +98,19 @@ class OpenMMForecastDriver:
             state = single_replica_state(positions, velocities, self.masses_amu, self.numbers, cell,
                                           [self.periodic] * 3, self.fixed, self.temperature_K, self.rate_per_fs,
                                           self.seed, self.steps_taken)
-            state = checked_interval(state, self.forecaster, self.min_distance_A, self.max_temperature_K,
-                             type(self).__name__)
+            potential_energy = None
+            if self.energy_correction:
+                potential_energy = self._context_energy
+                if self._known_energy is not None and self._known_energy[0] == self.steps_taken:
+                    state = state.replace(potential_energy=self._known_energy[1])
+            try:
+                state = checked_interval(state, self.forecaster, self.min_distance_A, self.max_temperature_K,
+                                         type(self).__name__, potential_energy)
+            except UnstableRunError:
+                context.setPositions(positions / NM_ANGSTROM)  # the energy probe moved them
+                raise
+            if self.energy_correction:
+                self._known_energy = (self.steps_taken + 1, state.potential_energy)
             context.setPositions(state.unwrapped_positions().numpy() / NM_ANGSTROM)
             context.setVelocities(state.velocities.numpy() * A_PER_FS_NM_PER_PS)
             context.setTime(context.getTime() + self.interval_fs / PS_FS * _picosecond())
@@ -100,6 +118,15 @@ class OpenMMForecastDriver:
             self.steps_taken += 1
             if due:
                 self._report(due)
+
+    def _context_energy(self, positions, atomic_numbers, cell, pbc, batch):
+        """U ``[1]`` eV of the Simulation's System at ``positions`` (Å; set into its Context)."""
+        from openmm import unit
+
+        context = self.simulation.context
+        context.setPositions(positions.detach().cpu().numpy() / NM_ANGSTROM)
+        energy = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+        return torch.tensor([energy / EV_KJ_PER_MOL], dtype=positions.dtype)
 
     def _due_reports(self):
         """The reporters whose next report falls on the step about to be taken, with their requests."""
