@@ -109,3 +109,23 @@ def test_searches_with_the_cheap_policy_find_the_known_saddles(method):
     assert result.converged and converged
     assert result.energy == pytest.approx(ase_energy, abs=1e-4)
     assert result.force_calls < ase_calls
+
+
+def test_closed_form_likelihood_gradient_equals_autograd_through_cholesky():
+    from mlmd.saddle.gp import NegativeLogLikelihood
+
+    rng = np.random.default_rng(3)
+    A = torch.as_tensor(rng.normal(size=(8, 8)))
+    y = torch.as_tensor(rng.normal(size=8))
+    theta = torch.tensor([0.3, -0.2], dtype=torch.float64, requires_grad=True)
+
+    def K(t):
+        return torch.exp(t[0]) * (A @ A.T) + torch.exp(t[1]) * torch.eye(8, dtype=torch.float64)
+
+    value = NegativeLogLikelihood.apply(K(theta), y)
+    (ours,) = torch.autograd.grad(value, theta)
+    L = torch.linalg.cholesky(K(theta))
+    reference = 0.5 * y @ torch.cholesky_solve(y.unsqueeze(1), L).squeeze(1) + torch.log(L.diagonal()).sum()
+    (expected,) = torch.autograd.grad(reference, theta)
+    assert float(value) == pytest.approx(float(reference), rel=1e-12)
+    np.testing.assert_allclose(ours.numpy(), expected.numpy(), rtol=1e-10)

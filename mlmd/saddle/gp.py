@@ -54,6 +54,32 @@ from .kernel import DTYPE, CovarianceCache, Hyperparameters, covariance
 ERROR_FLOOR_FRACTION = 1e-3
 
 
+class NegativeLogLikelihood(torch.autograd.Function):
+    """``½ yᵀK⁻¹y + ½ log det K`` with the closed-form gradient ``½ (K⁻¹ - α αᵀ)``, α = K⁻¹y.
+
+    One Cholesky factorisation and one inverse from it, instead of autograd
+    through the factorisation (several times the cost). Infinite when K is
+    not positive definite.
+    """
+
+    @staticmethod
+    def forward(ctx, K, y):
+        L, info = torch.linalg.cholesky_ex(K)
+        if int(info) != 0:
+            ctx.save_for_backward(None, None)
+            return torch.tensor(float("inf"), dtype=K.dtype, device=K.device)
+        alpha = torch.cholesky_solve(y.unsqueeze(1), L).squeeze(1)
+        ctx.save_for_backward(L, alpha)
+        return 0.5 * (y @ alpha) + torch.log(L.diagonal()).sum()
+
+    @staticmethod
+    def backward(ctx, grad):
+        L, alpha = ctx.saved_tensors
+        if L is None:
+            return None, None
+        return grad * 0.5 * (torch.cholesky_inverse(L) - torch.outer(alpha, alpha)), None
+
+
 class GaussianProcess:
     def __init__(self, features, energy_noise_var: float = 1e-8, gradient_noise_var: float = 1e-8,
                  barrier_factor: float = 10.0, barrier_strength: float = 1e-3, max_fit_iterations: int = 60):
@@ -188,12 +214,7 @@ class GaussianProcess:
                 signal_var = sigma_max2 * torch.sigmoid(theta)
                 hyper = self._hyper(signal_var, log_l)
                 K = cache.matrix(hyper) if cache is not None else covariance(f, J, f, J, hyper, pair_type)
-                K = K + torch.diag(noise)
-                L, info = torch.linalg.cholesky_ex(K)
-                if int(info) != 0:
-                    return torch.tensor(float("inf"), dtype=DTYPE, device=self.device)
-                alpha = torch.cholesky_solve(y.unsqueeze(1), L).squeeze(1)
-                nlml = 0.5 * (y @ alpha) + torch.log(L.diagonal()).sum()
+                nlml = NegativeLogLikelihood.apply(K + torch.diag(noise), y)
                 prior = (torch.log(signal_var) - log_s2) ** 2 / (2 * 2.0 ** 2)
                 prior = prior + ((log_l - self.length_prior) ** 2).sum() / (2 * 1.0 ** 2)
                 barrier = -self.barrier_strength * torch.nn.functional.logsigmoid(-theta)  # -mu log(1 - s/s_max)
