@@ -32,8 +32,8 @@ all points, ``[[L, 0], [Sᵀ, L_c]]`` (:meth:`GaussianProcess.refresh`,
 O(n² k) instead of O(n³)). Hyperparameters are then refitted only when
 :meth:`GaussianProcess.needs_refit` says so: every ``k`` new points, or when
 the energy error of the GP's prediction at the newest point (made before the
-point was added) exceeds ``factor`` x the median of the earlier errors (and
-1e-3 x the energy range). The posterior mean and its gradient are contracted
+point was added) exceeds ``factor`` x the median of the errors made since the
+last fit (counting the one that prompted it) and 1e-3 x the energy range. The posterior mean and its gradient are contracted
 with ``alpha`` per pair, ``v_b = J_b α^G_b``, so a prediction costs
 O(N P) rather than O(N P D²):
 
@@ -107,6 +107,7 @@ class GaussianProcess:
         self._hyperparameters = None
         self.errors = []  # |E_predicted - E_true| (eV) at each point when it was added (NaN: no prediction)
         self.points_since_fit = 0
+        self._fitted_at = 0  # len(self.errors) at the last fit
         self.fits = 0
         self.factorisations = 0
         self.updates = 0
@@ -171,12 +172,14 @@ class GaussianProcess:
     # --- hyperparameters ----------------------------------------------------
     def needs_refit(self, every: int, error_factor: float) -> bool:
         """Whether the hyperparameters should be refitted: never fitted, ``every`` new points since the last
-        fit, or the newest point's prediction error above ``error_factor`` x the median earlier error."""
+        fit, or the newest point's prediction error above ``error_factor`` x the median error since the last fit."""
         if self.log_lengths is None or self.points_since_fit >= every:
             return True
         if error_factor <= 0 or self.points_since_fit == 0 or math.isnan(self.errors[-1]):
             return False
-        earlier = [e for e in self.errors[:-1] if not math.isnan(e)]
+        # the reference: errors made with the current hyperparameters (from the point that prompted the fit on)
+        earlier = [e for e in self.errors[max(self._fitted_at - 1, 0):-1] if not math.isnan(e)]
+        earlier = earlier or [e for e in self.errors[:-1] if not math.isnan(e)]
         if not earlier:
             return False
         floor = ERROR_FLOOR_FRACTION * self.energy_range()
@@ -242,6 +245,7 @@ class GaussianProcess:
             self.log_lengths = final[1:].clone()
         self.fits += 1
         self.points_since_fit = 0
+        self._fitted_at = len(self.errors)
         self._hyperparameters = self._hyper(torch.as_tensor(self.signal_var, dtype=DTYPE, device=self.device),
                                             self.log_lengths)
         self._L, self._n_factored = None, 0
