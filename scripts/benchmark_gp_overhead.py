@@ -135,6 +135,11 @@ def main():
     parser.add_argument("--fmax", type=float, default=0.01)
     parser.add_argument("--json")
     args = parser.parse_args()
+    # one small search first, so that no row pays for importing scipy, torch's optimizers and the like
+    from mlmd.saddle.surfaces import MullerBrown, muller_brown_atoms
+
+    search(muller_brown_atoms(-0.7, 0.9), calculator=MullerBrown(), method="ot-gp-dimer",
+           mode=np.array([[1.0, -1.0, 0.0]]), device="cpu")
     rows = []
     for case in args.cases.split(","):
         start, mode = CASES[case]()
