@@ -129,3 +129,18 @@ def test_closed_form_likelihood_gradient_equals_autograd_through_cholesky():
     (expected,) = torch.autograd.grad(reference, theta)
     assert float(value) == pytest.approx(float(reference), rel=1e-12)
     np.testing.assert_allclose(ours.numpy(), expected.numpy(), rtol=1e-10)
+
+
+def test_cost_settings_are_validated_and_reach_the_command_line(capsys):
+    from mlmd.cli import main
+    from mlmd.saddle.settings import SaddleSettings, SettingsError
+
+    for bad in ({"gp_refit_every": 0}, {"gp_refit_iterations": 0}, {"gp_refit_error_factor": -1.0}):
+        with pytest.raises(SettingsError, match=next(iter(bad))):
+            SaddleSettings(**bad).validate()
+    # each option reaches the settings: a bad value is refused in one line, exit status 2, before any work
+    for option, setting in (("--refit-every", "gp_refit_every"), ("--refit-iterations", "gp_refit_iterations"),
+                            ("--refit-error-factor", "gp_refit_error_factor")):
+        assert main(["saddle", "missing.xyz", "--calculator", "emt", option, "-1"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert setting in err and len(err.splitlines()) == 1
