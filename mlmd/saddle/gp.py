@@ -19,8 +19,9 @@ with ``sigma_max = barrier_factor · energy range`` of the data (energy range =
 max(E_max - E_min, ‖G‖_max · 1 Å)), so the barrier follows the system's own
 energy scale rather than a fixed number of eV. sigma_f² = sigma_max² ·
 sigmoid(θ), which keeps every optimiser step inside the barrier. The
-optimisation (L-BFGS, autograd through the batched kernel and Cholesky) is
-warm-started from the previous fit. With pruning, the fit sees only a subset
+optimisation (L-BFGS; autograd through the batched kernel, the closed-form
+gradient ``½ (K⁻¹ - α αᵀ)`` of the likelihood with respect to K, see
+:class:`NegativeLogLikelihood`) is warm-started from the previous fit. With pruning, the fit sees only a subset
 of the data (:func:`mlmd.saddle.distance.pruned_subset`); predictions always
 use all of it.
 
@@ -33,8 +34,9 @@ O(n² k) instead of O(n³)). Hyperparameters are then refitted only when
 :meth:`GaussianProcess.needs_refit` says so: every ``k`` new points, or when
 the energy error of the GP's prediction at the newest point (made before the
 point was added) exceeds ``factor`` x the median of the errors made since the
-last fit (counting the one that prompted it) and 1e-3 x the energy range. The posterior mean and its gradient are contracted
-with ``alpha`` per pair, ``v_b = J_b α^G_b``, so a prediction costs
+last fit (counting the one that prompted it) and 1e-3 x the energy range.
+Between refits sigma_c² stays at the value of the last fit. The posterior
+mean and its gradient are contracted with ``alpha`` per pair, ``v_b = J_b α^G_b``, so a prediction costs
 O(N P) rather than O(N P D²):
 
     m(x)  = Σ_b (sigma_c² + k_b) α^E_b + k_b u_bᵀ v_b
