@@ -64,6 +64,18 @@ def _add_arguments(parser) -> None:
     parser.add_argument("--initial-rotations", type=int, help="GP rotations checked by true image evaluations before "
                         "the first step (default 5 for a random or displacement mode, 0 for a mode file)")
     parser.add_argument("--no-prune", action="store_true", help="ot-gp-dimer: fit hyperparameters on all data")
+    cost = parser.add_argument_group("cost of the GP (gp-dimer, ot-gp-dimer)")
+    cost.add_argument("--refit-every", type=int, default=defaults.gp_refit_every, metavar="K",
+                      help="refit the GP hyperparameters every K new points (1: every outer iteration; default "
+                      f"{defaults.gp_refit_every})")
+    cost.add_argument("--refit-iterations", type=int, default=defaults.gp_refit_iterations, metavar="N",
+                      help="L-BFGS iterations of a warm-started refit (the first fit takes 60; default "
+                      f"{defaults.gp_refit_iterations})")
+    cost.add_argument("--refit-error-factor", type=float, default=defaults.gp_refit_error_factor, metavar="F",
+                      help="refit sooner when the GP's energy error at the newest point exceeds F x the median "
+                      f"earlier error (0: never; default {defaults.gp_refit_error_factor})")
+    cost.add_argument("--no-incremental", action="store_true",
+                      help="refactorise the GP's covariance for every new point instead of appending block rows")
     verify = parser.add_argument_group("verification of a converged saddle (exit status 3 when a check fails)")
     verify.add_argument("--no-verify", action="store_true", help="skip the verification")
     verify.add_argument("--verify-calls", type=int, default=defaults.verify_max_calls, metavar="N",
@@ -140,7 +152,9 @@ def _settings(args):
                               verify_max_calls=args.verify_calls, curvature_tolerance=args.curvature_tolerance,
                               bond_factor=args.bond_factor, max_bond_stretch=args.max_bond_stretch,
                               max_barrier_eV=args.max_barrier, max_displacement_A=args.max_displacement,
-                              min_mode_overlap=args.min_mode_overlap)
+                              min_mode_overlap=args.min_mode_overlap, gp_refit_every=args.refit_every,
+                              gp_refit_iterations=args.refit_iterations,
+                              gp_refit_error_factor=args.refit_error_factor, gp_incremental=not args.no_incremental)
     return settings.validate()
 
 

@@ -8,8 +8,10 @@ iteration at a time, so that :func:`mlmd.saddle.search` and the ASE optimizer
    at the image ``x0 + Δ N``; then up to ``initial_rotations`` times: fit the
    GP, rotate the dimer on the GP mean, and evaluate the true image at the new
    orientation, until the GP turns the mode by less than 5°.
-2. :meth:`GPDimer.step` (one outer iteration): fit the GP (MAP
-   hyperparameters, warm-started, optionally on a pruned subset), run the
+2. :meth:`GPDimer.step` (one outer iteration): update the GP (MAP
+   hyperparameters refitted, warm-started, optionally on a pruned subset,
+   when :meth:`~mlmd.saddle.gp.GaussianProcess.needs_refit` says so; else
+   the Cholesky factor grows by the new points), run the
    dimer (rotations + L-BFGS translations) on the GP mean from the last true
    point until its largest per-atom gradient is below
    ``max(min(true fmax so far) / 10, fmax / 10)`` or a step leaves the
@@ -89,6 +91,8 @@ class GPDimer:
         self.max_calls = settings.max_calls if max_calls is None else max_calls
         self.say = say or (lambda text: None)
         self.gp = GaussianProcess(make_features(atoms, free, cutoff_A=settings.pair_cutoff_A, device=device))
+        self.gp.incremental = settings.gp_incremental
+        self.gp.track_errors = settings.gp_refit_error_factor > 0
         self.numbers = atoms.numbers[free]
         if optimal_transport:
             self.trust = TrustRegion.optimal_transport(self.gp, self.numbers, settings.trust_radius_A,
@@ -115,12 +119,16 @@ class GPDimer:
     def _fit(self):
         from .distance import pruned_subset  # scipy loads on first use
 
+        s = self.settings
         start = time.perf_counter()
-        subset = None
-        if self.settings.prune and len(self.gp) > self.settings.prune_size:
-            subset = pruned_subset(np.array(self.gp.X), self.numbers, self.settings.prune_size,
-                                   self.settings.prune_newest)
-        self.gp.fit(subset=subset)
+        if self.gp.needs_refit(s.gp_refit_every, s.gp_refit_error_factor):
+            subset = None
+            if s.prune and len(self.gp) > s.prune_size:
+                subset = pruned_subset(np.array(self.gp.X), self.numbers, s.prune_size, s.prune_newest)
+            first = self.gp.fits == 0
+            self.gp.fit(subset=subset, max_iterations=None if first else s.gp_refit_iterations)
+        else:
+            self.gp.refresh()
         self.gp_seconds += time.perf_counter() - start
 
     def _gp_surface(self, x):

@@ -59,6 +59,15 @@ class SaddleSettings:
     at most ``max_barrier_eV`` (eV; more than 10 meV below the start warns); no atom may move more than
     ``max_displacement_A`` (Å); a given mode must keep ``|cos| >=
     min_mode_overlap`` with the final one.
+
+    Cost of the GP (:mod:`mlmd.saddle.gp`): hyperparameters are refitted
+    (warm-started, at most ``gp_refit_iterations`` L-BFGS iterations; 60 for
+    the first fit) every ``gp_refit_every`` new points, or sooner when the
+    GP's energy error at the newest point exceeds ``gp_refit_error_factor`` x
+    the median earlier error (0: no error trigger); in between, the Cholesky
+    factor grows by block rows when ``gp_incremental``. ``gp_refit_every=1,
+    gp_refit_iterations=60, gp_refit_error_factor=0, gp_incremental=False``
+    is the policy before issue 17 (a full refit at every outer iteration).
     """
 
     method: str = "gp-dimer"
@@ -95,6 +104,10 @@ class SaddleSettings:
     max_barrier_eV: float = 5.0
     max_displacement_A: float = 3.0
     min_mode_overlap: float = 0.3
+    gp_refit_every: int = 5
+    gp_refit_iterations: int = 10
+    gp_refit_error_factor: float = 3.0
+    gp_incremental: bool = True
 
     def replace(self, **changes) -> "SaddleSettings":
         """A copy with ``changes`` applied (not validated; call :meth:`validate`)."""
@@ -142,10 +155,14 @@ class SaddleSettings:
                 raise SettingsError(f"{name} must be a positive number; got {getattr(self, name)!r}")
         if not _real(self.max_bond_stretch) or self.max_bond_stretch < 1:
             raise SettingsError(f"max_bond_stretch must be a number >= 1; got {self.max_bond_stretch!r}")
+        if not _real(self.gp_refit_error_factor) or self.gp_refit_error_factor < 0:
+            raise SettingsError(f"gp_refit_error_factor must be a number >= 0 (0: no error trigger); "
+                                f"got {self.gp_refit_error_factor!r}")
         if not _real(self.min_mode_overlap) or not 0 <= self.min_mode_overlap <= 1:
             raise SettingsError(f"min_mode_overlap must lie in [0, 1]; got {self.min_mode_overlap!r}")
         for name, least in (("prune_size", 1), ("prune_newest", 1), ("inner_iterations", 1), ("seed", 0),
-                            ("max_failures", 1), ("verify_max_calls", 1)):
+                            ("max_failures", 1), ("verify_max_calls", 1), ("gp_refit_every", 1),
+                            ("gp_refit_iterations", 1)):
             if not _integer(getattr(self, name), least):
                 raise SettingsError(f"{name} must be an integer >= {least}; got {getattr(self, name)!r}")
         if self.initial_rotations is not None and not _integer(self.initial_rotations, 0):
