@@ -565,32 +565,34 @@ def main(argv=None) -> int:
             "bond_angle_std_deg": [float(np.std(angles_f)) if len(angles_f) else math.nan, float(np.std(angles_r))]})
     report["structure"] = structure
 
-    available = min(roll["positions"].shape[0], ref_v.shape[0])
-    vacf_lags = max(2, min(int(round(parse_time_fs(args.vacf_window) / forecaster.interval_fs)), available // 2))
-    msd_lags = max(2, min(int(round(parse_time_fs(args.msd_window) / forecaster.interval_fs)), available // 2))
-    c_f, c_r = vacf(roll["velocities"], vacf_lags), vacf(ref_v, vacf_lags)
-    m_c = min(len(c_f), len(c_r))
-    freq_f, power_f = spectrum(c_f[:m_c], forecaster.interval_fs)
-    freq_r, power_r = spectrum(c_r[:m_c], forecaster.interval_fs)
-    msd_f, msd_r = msd(roll["positions"], msd_lags), msd(ref_x, msd_lags)
-    m_msd = min(len(msd_f), len(msd_r))
-    # A diffusion coefficient only for periodic systems (an isolated molecule's MSD plateaus).
-    d_f, d_r = (diffusion_coefficient(msd_f[:m_msd], forecaster.interval_fs),
-                diffusion_coefficient(msd_r[:m_msd], forecaster.interval_fs)) if periodic else (math.nan, math.nan)
-    report["dynamics"] = {
-        "vacf_lags": int(m_c), "vacf_window_fs": float((m_c - 1) * forecaster.interval_fs),
-        "vacf_rms_difference": float(np.sqrt(np.mean((c_f[:m_c] - c_r[:m_c]) ** 2))),
-        "vacf_max_abs_difference": float(np.max(np.abs(c_f[:m_c] - c_r[:m_c]))),
-        "spectrum_peak_cm1": [float(freq_f[np.argmax(power_f[1:]) + 1]), float(freq_r[np.argmax(power_r[1:]) + 1])],
-        "spectrum_l1": float(np.sum(np.abs(power_f / power_f.sum() - power_r / power_r.sum()))),
-        "nyquist_cm1": float(freq_f[-1]), "spectrum_resolution_cm1": float(freq_f[1]),
-        "msd_at_max_lag_A2": [float(msd_f[m_msd - 1]), float(msd_r[m_msd - 1])],
-        "msd_lag_fs": float((m_msd - 1) * forecaster.interval_fs),
-        "diffusion_cm2_per_s": [d_f * A2_PER_FS_TO_CM2_PER_S, d_r * A2_PER_FS_TO_CM2_PER_S],
-        "diffusion_ratio": d_f / d_r if d_r and math.isfinite(d_r) else math.nan,
-        "vacf": {"forecaster": c_f.tolist(), "reference": c_r.tolist()},
-        "spectrum": {"cm1": freq_f.tolist(), "forecaster": power_f.tolist(), "reference": power_r.tolist()},
-        "msd_A2": {"forecaster": msd_f.tolist(), "reference": msd_r.tolist()}}
+    report["dynamics"] = {"skipped": f"the rollout stopped after {roll['intervals']} intervals (guard)"}
+    if roll["intervals"] >= 4:
+        available = min(roll["positions"].shape[0], ref_v.shape[0])
+        vacf_lags = max(2, min(int(round(parse_time_fs(args.vacf_window) / forecaster.interval_fs)), available // 2))
+        msd_lags = max(2, min(int(round(parse_time_fs(args.msd_window) / forecaster.interval_fs)), available // 2))
+        c_f, c_r = vacf(roll["velocities"], vacf_lags), vacf(ref_v, vacf_lags)
+        m_c = min(len(c_f), len(c_r))
+        freq_f, power_f = spectrum(c_f[:m_c], forecaster.interval_fs)
+        freq_r, power_r = spectrum(c_r[:m_c], forecaster.interval_fs)
+        msd_f, msd_r = msd(roll["positions"], msd_lags), msd(ref_x, msd_lags)
+        m_msd = min(len(msd_f), len(msd_r))
+        # A diffusion coefficient only for periodic systems (an isolated molecule's MSD plateaus).
+        d_f, d_r = (diffusion_coefficient(msd_f[:m_msd], forecaster.interval_fs),
+                    diffusion_coefficient(msd_r[:m_msd], forecaster.interval_fs)) if periodic else (math.nan, math.nan)
+        report["dynamics"] = {
+            "vacf_lags": int(m_c), "vacf_window_fs": float((m_c - 1) * forecaster.interval_fs),
+            "vacf_rms_difference": float(np.sqrt(np.mean((c_f[:m_c] - c_r[:m_c]) ** 2))),
+            "vacf_max_abs_difference": float(np.max(np.abs(c_f[:m_c] - c_r[:m_c]))),
+            "spectrum_peak_cm1": [float(freq_f[np.argmax(power_f[1:]) + 1]), float(freq_r[np.argmax(power_r[1:]) + 1])],
+            "spectrum_l1": float(np.sum(np.abs(power_f / power_f.sum() - power_r / power_r.sum()))),
+            "nyquist_cm1": float(freq_f[-1]), "spectrum_resolution_cm1": float(freq_f[1]),
+            "msd_at_max_lag_A2": [float(msd_f[m_msd - 1]), float(msd_r[m_msd - 1])],
+            "msd_lag_fs": float((m_msd - 1) * forecaster.interval_fs),
+            "diffusion_cm2_per_s": [d_f * A2_PER_FS_TO_CM2_PER_S, d_r * A2_PER_FS_TO_CM2_PER_S],
+            "diffusion_ratio": d_f / d_r if d_r and math.isfinite(d_r) else math.nan,
+            "vacf": {"forecaster": c_f.tolist(), "reference": c_r.tolist()},
+            "spectrum": {"cm1": freq_f.tolist(), "forecaster": power_f.tolist(), "reference": power_r.tolist()},
+            "msd_A2": {"forecaster": msd_f.tolist(), "reference": msd_r.tolist()}}
 
     print(f"stability: {args.stability_replicas} replicas, up to {args.stability_steps} intervals or "
           f"{args.stability_minutes} min ...", flush=True)
@@ -609,9 +611,10 @@ def main(argv=None) -> int:
     temperatures = stable["temperatures_K"][len(stable["temperatures_K"]) // 5:].reshape(-1)  # drop the first 20 %
     start = _start_state(runs, forecaster, len(runs), temperature_K, tau_fs, args.device, 0)
     dof = int(rollout.degrees_of_freedom(start)[0])  # the rollout's N_f (its start: reference frames)
-    ref_dof = [int(d) for d in rollout.degrees_of_freedom(_state(
-        torch.as_tensor(np.concatenate([run.positions[0] for run in runs])),
-        torch.as_tensor(np.concatenate([run.velocities[0] for run in runs])), reference, len(runs), args.device)))]
+    first_frames = _state(torch.as_tensor(np.concatenate([run.positions[0] for run in runs])),
+                          torch.as_tensor(np.concatenate([run.velocities[0] for run in runs])), reference, len(runs),
+                          args.device)
+    ref_dof = [int(d) for d in rollout.degrees_of_freedom(first_frames)]
     ref_t = np.concatenate([kinetic_temperatures(run.velocities, reference.masses, d) for run, d in zip(runs, ref_dof)])
     report["stability"]["temperature_checks"] = temperature_checks(
         stable["temperatures_K"], temperature_K, n, tau_fs, forecaster.interval_fs)
@@ -689,6 +692,11 @@ def _print_table(report: dict) -> None:
         rows.append((f"structure: {key}", json.dumps(value, default=float) if isinstance(value, list) else
                      f"{value:.4g}" if isinstance(value, float) else str(value)))
     dynamics = report["dynamics"]
+    if "skipped" in dynamics:
+        dynamics = {key: math.nan for key in ("vacf_window_fs", "vacf_rms_difference", "vacf_max_abs_difference",
+                                              "nyquist_cm1", "spectrum_l1", "msd_lag_fs", "diffusion_ratio")}
+        dynamics.update(spectrum_peak_cm1=[math.nan] * 2, msd_at_max_lag_A2=[math.nan] * 2,
+                        diffusion_cm2_per_s=[math.nan] * 2)
     rows += [(f"VACF RMS difference over {dynamics['vacf_window_fs']:.0f} fs", f"{dynamics['vacf_rms_difference']:.3g}"),
              ("VACF max abs difference", f"{dynamics['vacf_max_abs_difference']:.3g}"),
              ("spectrum peak cm⁻¹ (forecaster, reference)",
