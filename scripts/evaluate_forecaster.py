@@ -16,19 +16,32 @@ Given reference runs (``mlmd generate SYSTEM --trajectory``: HDF5 or extended XY
    ``--vacf-window``) and its spectrum (|FFT|, cm⁻¹; the reference subsampled to the forecaster's
    interval so both share one Nyquist frequency); mean-square displacement of the unwrapped positions
    and the diffusion coefficient D from its slope over the second half of ``--msd-window`` (D ratio);
-4. temperature: mean, variance and KS distance of the kinetic temperature T = 2K/(3N k_B) (the
-   definition the CSVR thermostat controls, N_f = 3N) over a long rollout, against the canonical
-   Gamma(N_f/2) values <T> = T₀, Var T = 2 T₀²/N_f, and against the reference runs' temperatures;
+4. temperature: mean, variance and KS distance of the kinetic temperature T = 2K/(N_f k_B) (the
+   definition the CSVR thermostat controls: N_f = 3N minus the components the dynamics keeps at zero,
+   3 for a start at zero total momentum, :func:`integrators.state.conserved_components`) over a long
+   rollout, against the canonical Gamma(N_f/2) values <T> = T₀, Var T = 2 T₀²/N_f, and against the
+   reference runs' temperatures (their own N_f);
 5. stability: ``--stability-replicas`` replicas rolled out for up to ``--stability-steps`` intervals or
    ``--stability-minutes`` of wall time, whichever comes first, with the guards of ``mlmd forecast``
    (:func:`mlmd.forecast.guard_problem`: NaN, atoms closer than ``--min-distance``, a temperature above
-   the canonical 1e-9 tail) after every interval; the interval at which one first trips, or none;
+   the canonical 1e-9 tail) after every interval; the interval at which one first trips, or none; and,
+   after the run, the temperature checks of ``mlmd forecast`` (:class:`mlmd.dynamics.guards.ThermostatCheck`:
+   T below the canonical 1e-9 tail, or the running mean over its window further than its tolerance from
+   T₀) replayed on the recorded temperatures: the interval at which they would first trip, and the
+   fraction of replica-intervals in the canonical band (T inside the 1e-9 tails and the running mean
+   within the tolerance);
 6. speed in simulated ps per wall-clock second (one replica): the bare forecaster rollout, MD with the
    reference calculator (``--calculator``, default the one the reference was generated with), MD with
    an equivariant potential (``--potential FILE``, or ``--equivariant-like``: an untrained
    ``equivariant`` model with the forecaster's cutoff, channels, lmax and layers), all through
    ``mlmd.md.run`` (BAOAB) at the reference MD time step on ``--device``; plus the aggregate rate of
    the batched stability rollout.
+
+Forecaster modes: a stochastic forecaster (``model.stochastic = true``) is sampled by default
+(``--sample``; seeded noise, :func:`integrators.rollout.forecast_noise`) or run on its mean (``--mean``, the
+deterministic mode). ``--energy-calculator NAME`` (an ASE calculator, e.g. emt) or ``--energy-potential
+MODEL.pt`` (an mlmd potential) turns on the energy-aware step of :func:`integrators.rollout.step`: the
+forecast velocities are scaled so that U + K is conserved over the interval, before CSVR.
 
 Smoke test (small inputs, a minute on one core)::
 
@@ -48,8 +61,11 @@ import numpy as np
 import torch
 
 from integrators import rollout
+from integrators.state import conserved_components
 from mlmd.constants import AMU_A2_PER_FS2_EV, FS_PS, KB_EV_PER_K
 from mlmd.errors import MLMDError
+from mlmd.dynamics.guards import ThermostatCheck
+from mlmd.dynamics.potential import energy_monitor
 from mlmd.forecast import default_max_temperature_K, guard_problem, load_forecaster, parse_time_fs
 from mlmd.io import atomic_write
 from mlmd.trajectories import read_trajectory, trajectory_files
@@ -73,6 +89,7 @@ def one_step_errors(runs, forecaster, max_pairs: int, device: str) -> dict:
     """Errors of the forecaster's displacement and velocities on reference pairs (t, t + τ_f), starts spread
     evenly over each run (neighbouring frames are strongly correlated)."""
     d_err, v_err, d_ref, v_ref, d_free, v_free = [], [], [], [], [], []
+    spreads = {"displacement": [], "velocity": []}  # a stochastic forecaster's predicted sigma per atom
     n = len(runs[0].atomic_numbers)
     for run in runs:
         k = _interval_frames(run, forecaster)
@@ -89,6 +106,9 @@ def one_step_errors(runs, forecaster, max_pairs: int, device: str) -> dict:
             target_d = (run.positions[chunk + k] - run.positions[chunk]).reshape(-1, 3)
             target_v = run.velocities[chunk + k].reshape(-1, 3)
             v0 = run.velocities[chunk].reshape(-1, 3)
+            for name in spreads:
+                if f"{name}_spread" in out:
+                    spreads[name].append(out[f"{name}_spread"].detach().cpu().double().numpy())
             d_err.append(out["displacement"].detach().cpu().double().numpy() - target_d)
             v_err.append(out["velocities"].detach().cpu().double().numpy() - target_v)
             d_ref.append(target_d)
@@ -105,21 +125,26 @@ def one_step_errors(runs, forecaster, max_pairs: int, device: str) -> dict:
         result[f"{name}_reference_rms_{unit}"] = float(np.sqrt(np.mean(ref**2)))
         result[f"{name}_relative_rmse"] = rmse / float(np.sqrt(np.mean(ref**2)))
         result[f"{name}_rmse_vs_free_flight"] = rmse / float(np.sqrt(np.mean(free**2)))
+        if spreads[name]:  # calibration: the predicted spread (RMS over atoms) against the mean's RMSE
+            result[f"{name}_predicted_spread_{unit}"] = float(np.sqrt(np.mean(np.concatenate(spreads[name]) ** 2)))
     result["pairs"] = int(sum(len(e) for e in d_err) // n)
     result["runs"] = [run.source for run in runs]
     return result
 
 
 def _state(x, v, run, replicas: int, device: str, kT: float = 0.0, rate: float = 0.0, seed: int = 0):
+    """A rollout state; its ``constrained_dof`` counts the components a start at zero total (and, isolated,
+    angular) momentum keeps at zero, as in ``mlmd forecast``, so CSVR and T use N_f = 3N - those."""
     n = len(run.atomic_numbers)
     cell = torch.as_tensor(np.broadcast_to(run.cell, (replicas, 3, 3)).copy(), dtype=torch.float64, device=device)
-    return rollout.init(
+    state = rollout.init(
         x.to(torch.float64), v.to(torch.float64),
         torch.as_tensor(np.tile(run.masses, replicas) * AMU_A2_PER_FS2_EV, device=device),
         torch.as_tensor(np.tile(run.atomic_numbers, replicas), device=device),
         cell, torch.as_tensor(np.broadcast_to(run.pbc, (replicas, 3)).copy(), device=device),
         torch.arange(replicas, device=device).repeat_interleave(n), kT=kT, friction=rate,
         seeds=torch.arange(replicas, device=device) + seed)
+    return state.replace(constrained_dof=conserved_components(state))
 
 
 def _start_state(runs, forecaster, replicas: int, temperature_K: float, tau_fs: float, device: str, seed: int):
@@ -143,13 +168,40 @@ def _guard(state, min_distance_A, bound):
                                  min_distance_A, bound)
 
 
+class Stepper:
+    """One interval of the rollout under evaluation: ``rollout.step`` with the forecaster sampled (a stochastic
+    forecaster unless ``sample`` is False) and, when ``energy`` names an ASE calculator (``("calculator", name)``)
+    or an mlmd potential (``("potential", path)``), the energy-aware step with that U."""
+
+    def __init__(self, forecaster, sample: bool = True, energy=None, atoms=None, device: str = "cpu"):
+        self.forecaster, self.energy, self.atoms, self.device = forecaster, energy, atoms, device
+        self.stochastic = bool(forecaster.stochastic and sample)
+        self.interval_fs = forecaster.interval_fs
+        self.call = forecaster.call
+        self.monitors = {}
+
+    def potential_energy(self, replicas: int):
+        if self.energy is None:
+            return None
+        if replicas not in self.monitors:  # an ASE calculator holds one copy of the atoms per replica
+            kind, name = self.energy
+            self.monitors[replicas] = energy_monitor(self.atoms, potential=name if kind == "potential" else None,
+                                                     calculator=name if kind == "calculator" else None,
+                                                     replicas=replicas, device=self.device)
+        return self.monitors[replicas]
+
+    def __call__(self, state):
+        return rollout.step(state, self.forecaster.call, self.forecaster.interval_fs, stochastic=self.stochastic,
+                            potential_energy=self.potential_energy(state.n_replicas))
+
+
 def _guarded_steps(state, forecaster, min_distance_A, bound, outcome: dict):
     """Yield ``(step, state, kelvin)`` after every interval that passes the guards; on the first that trips one,
     record ``guard_step`` and ``guard_problem`` in ``outcome`` and stop."""
     step = 0
     while True:
         step += 1
-        new = rollout.step(state, forecaster.call, forecaster.interval_fs)
+        new = forecaster(state)
         kelvin, problem = _guard(new, min_distance_A, bound)
         if problem:
             outcome.update(guard_step=step, guard_problem=problem)
@@ -182,6 +234,7 @@ def stability_rollout(runs, forecaster, max_steps: int, replicas: int, temperatu
     state = _start_state(runs, forecaster, replicas, temperature_K, tau_fs, device, seed)
     n = len(runs[0].atomic_numbers)
     bound = default_max_temperature_K(temperature_K, n)
+    forecaster(state)  # builds the energy monitor for this many replicas outside the timing
     for _ in range(3):  # warm-up calls (TorchScript profiling, the guard's neighbour list) outside the timing
         forecaster.call(state.positions, state.atomic_numbers, state.cell, state.pbc, state.batch, state.velocities)
         _guard(state, min_distance_A, bound)
@@ -203,10 +256,10 @@ def forecaster_ps_per_second(runs, forecaster, steps: int, device: str, temperat
     """Simulated ps per wall-clock second of one replica: bare ``rollout.step`` calls with CSVR, no guards."""
     state = _start_state(runs, forecaster, 1, temperature_K, tau_fs, device, 7)
     for _ in range(5):
-        state = rollout.step(state, forecaster.call, forecaster.interval_fs)
+        state = forecaster(state)
     started = time.perf_counter()
     for _ in range(steps):
-        state = rollout.step(state, forecaster.call, forecaster.interval_fs)
+        state = forecaster(state)
     float(state.positions.sum())  # synchronise
     return steps * forecaster.interval_fs * FS_PS / (time.perf_counter() - started)
 
@@ -307,10 +360,33 @@ def diffusion_coefficient(msd_values: np.ndarray, interval_fs: float) -> float:
     return float(slope / 6.0)
 
 
-def kinetic_temperatures(velocities: np.ndarray, masses_amu: np.ndarray) -> np.ndarray:
-    """T = sum m v² / (3 N k_B) of velocities ``[..., N, 3]`` Å/fs (N_f = 3N, as the thermostat)."""
+def kinetic_temperatures(velocities: np.ndarray, masses_amu: np.ndarray, dof: int) -> np.ndarray:
+    """T = sum m v² / (N_f k_B) of velocities ``[..., N, 3]`` Å/fs (N_f as the thermostat counts it)."""
     kinetic = 0.5 * np.sum(masses_amu[:, None] * AMU_A2_PER_FS2_EV * velocities**2, axis=(-1, -2))
-    return 2.0 * kinetic / (3 * len(masses_amu) * KB_EV_PER_K)
+    return 2.0 * kinetic / (dof * KB_EV_PER_K)
+
+
+def temperature_checks(temperatures: np.ndarray, temperature_K: float, free_atoms: int, tau_fs: float,
+                       interval_fs: float) -> dict:
+    """Replay ``mlmd forecast``'s temperature checks (lower bound, running-mean drift) on ``[T, R]`` kelvin: the
+    first interval at which they trip (or None) and the fraction of replica-intervals in the canonical band."""
+    check = ThermostatCheck.for_run(temperature_K, free_atoms, tau_fs / interval_fs)
+    lower, upper = check.min_temperature_K, default_max_temperature_K(temperature_K, free_atoms)
+    first, problem = None, None
+    inside = np.zeros_like(temperatures, dtype=bool)
+    history = []
+    for step, row in enumerate(temperatures, start=1):
+        found = check.problem(row, step)
+        if found and first is None:
+            first, problem = step, found
+        history.append(row)
+        running = np.mean(history[-check.window:], axis=0)
+        inside[step - 1] = (row > lower) & (row < upper) & (np.abs(running - temperature_K) <= check.tolerance_K)
+    counted = inside[check.window:] if len(inside) > check.window else inside
+    return {"window_intervals": check.window, "tolerance_K": check.tolerance_K, "lower_bound_K": lower,
+            "upper_bound_K": upper, "first_trip_interval": first, "first_trip": problem,
+            "fraction_in_band": float(np.mean(counted)) if counted.size else math.nan,
+            "replica_intervals_in_band": int(np.sum(counted))}
 
 
 # --------------------------------------------------------------------------- speed of MD
@@ -376,6 +452,15 @@ def main(argv=None) -> int:
     parser.add_argument("--max-frames", type=int, default=500, help="frames used for histograms")
     parser.add_argument("--vacf-window", default="1ps", help="VACF lags compared (default 1ps)")
     parser.add_argument("--msd-window", default="2ps", help="MSD lags for the diffusion coefficient (default 2ps)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--sample", dest="sample", action="store_true", default=True,
+                      help="sample a stochastic forecaster (the default)")
+    mode.add_argument("--mean", dest="sample", action="store_false",
+                      help="run a stochastic forecaster on its mean (the deterministic mode)")
+    energy = parser.add_mutually_exclusive_group()
+    energy.add_argument("--energy-calculator", metavar="NAME",
+                        help="energy-aware step with this ASE calculator as U (emt, lj, ...)")
+    energy.add_argument("--energy-potential", metavar="MODEL", help="energy-aware step with this mlmd potential as U")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
@@ -386,12 +471,19 @@ def main(argv=None) -> int:
 
     runs = [read_trajectory(path) for path in trajectory_files(args.reference)]
     held_out = [read_trajectory(path) for path in trajectory_files(args.held_out)] if args.held_out else runs[-1:]
-    forecaster = load_forecaster(args.model, device=args.device)
+    loaded = load_forecaster(args.model, device=args.device)
     from mlmd.model import load_model
 
     metadata = load_model(args.model, device=args.device).metadata
     reference = runs[0]
     settings = reference.settings
+    from ase import Atoms
+
+    atoms = Atoms(numbers=reference.atomic_numbers, positions=reference.positions[-1], cell=reference.cell,
+                  pbc=reference.pbc, masses=reference.masses)
+    energy = (("calculator", args.energy_calculator) if args.energy_calculator else
+              ("potential", args.energy_potential) if args.energy_potential else None)
+    forecaster = Stepper(loaded, args.sample, energy, atoms, args.device)
     temperature_K = args.temperature or float(settings.get("temperature_K", 300.0))
     friction = float(settings.get("friction_per_ps", 1.0) or 1.0)
     tau_fs = parse_time_fs(args.tau) if args.tau else 1000.0 / friction
@@ -411,7 +503,9 @@ def main(argv=None) -> int:
               "temperature_K": temperature_K, "tau_fs": tau_fs,
               "model_config": metadata.get("config", {}),
               "reference_runs": len(runs), "reference_run_ps": (shortest - 1) * reference.frame_interval_fs * FS_PS,
-              "rollout_replicas": replicas, "rollout_ps": steps * forecaster.interval_fs * FS_PS}
+              "rollout_replicas": replicas, "rollout_ps": steps * forecaster.interval_fs * FS_PS,
+              "stochastic_model": bool(loaded.stochastic), "sampled": forecaster.stochastic,
+              "energy_aware": None if energy is None else f"{energy[0]} {energy[1]}"}
     if periodic:
         report["density_atoms_per_A3"] = n / abs(float(np.linalg.det(reference.cell)))
         report["density_g_per_cm3"] = float(np.sum(reference.masses)) * 1.66053906660 / abs(float(np.linalg.det(reference.cell)))
@@ -471,32 +565,34 @@ def main(argv=None) -> int:
             "bond_angle_std_deg": [float(np.std(angles_f)) if len(angles_f) else math.nan, float(np.std(angles_r))]})
     report["structure"] = structure
 
-    available = min(roll["positions"].shape[0], ref_v.shape[0])
-    vacf_lags = max(2, min(int(round(parse_time_fs(args.vacf_window) / forecaster.interval_fs)), available // 2))
-    msd_lags = max(2, min(int(round(parse_time_fs(args.msd_window) / forecaster.interval_fs)), available // 2))
-    c_f, c_r = vacf(roll["velocities"], vacf_lags), vacf(ref_v, vacf_lags)
-    m_c = min(len(c_f), len(c_r))
-    freq_f, power_f = spectrum(c_f[:m_c], forecaster.interval_fs)
-    freq_r, power_r = spectrum(c_r[:m_c], forecaster.interval_fs)
-    msd_f, msd_r = msd(roll["positions"], msd_lags), msd(ref_x, msd_lags)
-    m_msd = min(len(msd_f), len(msd_r))
-    # A diffusion coefficient only for periodic systems (an isolated molecule's MSD plateaus).
-    d_f, d_r = (diffusion_coefficient(msd_f[:m_msd], forecaster.interval_fs),
-                diffusion_coefficient(msd_r[:m_msd], forecaster.interval_fs)) if periodic else (math.nan, math.nan)
-    report["dynamics"] = {
-        "vacf_lags": int(m_c), "vacf_window_fs": float((m_c - 1) * forecaster.interval_fs),
-        "vacf_rms_difference": float(np.sqrt(np.mean((c_f[:m_c] - c_r[:m_c]) ** 2))),
-        "vacf_max_abs_difference": float(np.max(np.abs(c_f[:m_c] - c_r[:m_c]))),
-        "spectrum_peak_cm1": [float(freq_f[np.argmax(power_f[1:]) + 1]), float(freq_r[np.argmax(power_r[1:]) + 1])],
-        "spectrum_l1": float(np.sum(np.abs(power_f / power_f.sum() - power_r / power_r.sum()))),
-        "nyquist_cm1": float(freq_f[-1]), "spectrum_resolution_cm1": float(freq_f[1]),
-        "msd_at_max_lag_A2": [float(msd_f[m_msd - 1]), float(msd_r[m_msd - 1])],
-        "msd_lag_fs": float((m_msd - 1) * forecaster.interval_fs),
-        "diffusion_cm2_per_s": [d_f * A2_PER_FS_TO_CM2_PER_S, d_r * A2_PER_FS_TO_CM2_PER_S],
-        "diffusion_ratio": d_f / d_r if d_r and math.isfinite(d_r) else math.nan,
-        "vacf": {"forecaster": c_f.tolist(), "reference": c_r.tolist()},
-        "spectrum": {"cm1": freq_f.tolist(), "forecaster": power_f.tolist(), "reference": power_r.tolist()},
-        "msd_A2": {"forecaster": msd_f.tolist(), "reference": msd_r.tolist()}}
+    report["dynamics"] = {"skipped": f"the rollout stopped after {roll['intervals']} intervals (guard)"}
+    if roll["intervals"] >= 4:
+        available = min(roll["positions"].shape[0], ref_v.shape[0])
+        vacf_lags = max(2, min(int(round(parse_time_fs(args.vacf_window) / forecaster.interval_fs)), available // 2))
+        msd_lags = max(2, min(int(round(parse_time_fs(args.msd_window) / forecaster.interval_fs)), available // 2))
+        c_f, c_r = vacf(roll["velocities"], vacf_lags), vacf(ref_v, vacf_lags)
+        m_c = min(len(c_f), len(c_r))
+        freq_f, power_f = spectrum(c_f[:m_c], forecaster.interval_fs)
+        freq_r, power_r = spectrum(c_r[:m_c], forecaster.interval_fs)
+        msd_f, msd_r = msd(roll["positions"], msd_lags), msd(ref_x, msd_lags)
+        m_msd = min(len(msd_f), len(msd_r))
+        # A diffusion coefficient only for periodic systems (an isolated molecule's MSD plateaus).
+        d_f, d_r = (diffusion_coefficient(msd_f[:m_msd], forecaster.interval_fs),
+                    diffusion_coefficient(msd_r[:m_msd], forecaster.interval_fs)) if periodic else (math.nan, math.nan)
+        report["dynamics"] = {
+            "vacf_lags": int(m_c), "vacf_window_fs": float((m_c - 1) * forecaster.interval_fs),
+            "vacf_rms_difference": float(np.sqrt(np.mean((c_f[:m_c] - c_r[:m_c]) ** 2))),
+            "vacf_max_abs_difference": float(np.max(np.abs(c_f[:m_c] - c_r[:m_c]))),
+            "spectrum_peak_cm1": [float(freq_f[np.argmax(power_f[1:]) + 1]), float(freq_r[np.argmax(power_r[1:]) + 1])],
+            "spectrum_l1": float(np.sum(np.abs(power_f / power_f.sum() - power_r / power_r.sum()))),
+            "nyquist_cm1": float(freq_f[-1]), "spectrum_resolution_cm1": float(freq_f[1]),
+            "msd_at_max_lag_A2": [float(msd_f[m_msd - 1]), float(msd_r[m_msd - 1])],
+            "msd_lag_fs": float((m_msd - 1) * forecaster.interval_fs),
+            "diffusion_cm2_per_s": [d_f * A2_PER_FS_TO_CM2_PER_S, d_r * A2_PER_FS_TO_CM2_PER_S],
+            "diffusion_ratio": d_f / d_r if d_r and math.isfinite(d_r) else math.nan,
+            "vacf": {"forecaster": c_f.tolist(), "reference": c_r.tolist()},
+            "spectrum": {"cm1": freq_f.tolist(), "forecaster": power_f.tolist(), "reference": power_r.tolist()},
+            "msd_A2": {"forecaster": msd_f.tolist(), "reference": msd_r.tolist()}}
 
     print(f"stability: {args.stability_replicas} replicas, up to {args.stability_steps} intervals or "
           f"{args.stability_minutes} min ...", flush=True)
@@ -513,27 +609,32 @@ def main(argv=None) -> int:
         "min_distance_A": args.min_distance}
 
     temperatures = stable["temperatures_K"][len(stable["temperatures_K"]) // 5:].reshape(-1)  # drop the first 20 %
-    ref_t = kinetic_temperatures(np.concatenate([run.velocities for run in runs]), reference.masses)
-    dof = 3 * n
+    start = _start_state(runs, forecaster, len(runs), temperature_K, tau_fs, args.device, 0)
+    dof = int(rollout.degrees_of_freedom(start)[0])  # the rollout's N_f (its start: reference frames)
+    first_frames = _state(torch.as_tensor(np.concatenate([run.positions[0] for run in runs])),
+                          torch.as_tensor(np.concatenate([run.velocities[0] for run in runs])), reference, len(runs),
+                          args.device)
+    ref_dof = [int(d) for d in rollout.degrees_of_freedom(first_frames)]
+    ref_t = np.concatenate([kinetic_temperatures(run.velocities, reference.masses, d) for run, d in zip(runs, ref_dof)])
+    report["stability"]["temperature_checks"] = temperature_checks(
+        stable["temperatures_K"], temperature_K, n, tau_fs, forecaster.interval_fs)
     if len(temperatures) > 1:
         from scipy import stats
 
         canonical = stats.gamma(dof / 2, scale=2 * temperature_K / dof)
         report["temperature"] = {
-            "definition": "T = 2K/(3N k_B)", "dof": dof,
+            "definition": "T = 2K/(N_f k_B)", "dof": dof, "reference_dof": ref_dof,
             "mean_K": float(np.mean(temperatures)), "canonical_mean_K": temperature_K,
             "reference_mean_K": float(np.mean(ref_t)),
             "variance_K2": float(np.var(temperatures)), "canonical_variance_K2": 2 * temperature_K**2 / dof,
+            "variance_ratio": float(np.var(temperatures)) / (2 * temperature_K**2 / dof),
+            "mean_relative_error": float(np.mean(temperatures)) / temperature_K - 1.0,
             "reference_variance_K2": float(np.var(ref_t)),
             "ks_distance": float(stats.kstest(temperatures, canonical.cdf).statistic),
             "reference_ks_distance": float(stats.kstest(ref_t, canonical.cdf).statistic),
             "ks_distance_vs_reference": float(stats.ks_2samp(temperatures, ref_t).statistic),
             "samples": int(len(temperatures)), "reference_samples": int(len(ref_t))}
 
-    from ase import Atoms
-
-    atoms = Atoms(numbers=reference.atomic_numbers, positions=reference.positions[-1], cell=reference.cell,
-                  pbc=reference.pbc, masses=reference.masses)
     atoms.set_velocities(reference.velocities[-1] / 0.09822694788464063)  # Å/fs -> ASE velocity units
     print("speed ...", flush=True)
     speed = {"md_timestep_fs": reference.timestep_fs,
@@ -567,7 +668,9 @@ def main(argv=None) -> int:
 
 
 def _print_table(report: dict) -> None:
-    rows = []
+    rows = [("forecaster mode", ("sampled" if report["sampled"] else "mean" if report["stochastic_model"]
+                                 else "deterministic") + (f", energy-aware ({report['energy_aware']})"
+                                                          if report["energy_aware"] else ""))]
     one = report["one_step"]
     rows += [("one-step displacement RMSE (Å)", f"{one['displacement_rmse_A']:.4g}"),
              ("one-step displacement relative RMSE", f"{one['displacement_relative_rmse']:.3g}"),
@@ -576,6 +679,10 @@ def _print_table(report: dict) -> None:
              ("one-step velocity relative RMSE", f"{one['velocity_relative_rmse']:.3g}"),
              ("one-step velocity RMSE / free flight", f"{one['velocity_rmse_vs_free_flight']:.3g}"),
              ("held-out pairs", str(one["pairs"]))]
+    for name, unit in (("displacement", "Å"), ("velocity", "Å/fs")):
+        key = f"{name}_predicted_spread_{'A' if unit == 'Å' else 'A_per_fs'}"
+        if key in one:
+            rows.append((f"one-step predicted {name} spread, RMS sigma ({unit})", f"{one[key]:.4g}"))
     guard = report["rollout_guard"]
     rows.append(("observable rollout", f"{guard['intervals_done']} intervals" + (
         f" (guard at interval {guard['guard_step']}: {guard['guard_problem']})" if guard["guard_step"] else "")))
@@ -585,6 +692,11 @@ def _print_table(report: dict) -> None:
         rows.append((f"structure: {key}", json.dumps(value, default=float) if isinstance(value, list) else
                      f"{value:.4g}" if isinstance(value, float) else str(value)))
     dynamics = report["dynamics"]
+    if "skipped" in dynamics:
+        dynamics = {key: math.nan for key in ("vacf_window_fs", "vacf_rms_difference", "vacf_max_abs_difference",
+                                              "nyquist_cm1", "spectrum_l1", "msd_lag_fs", "diffusion_ratio")}
+        dynamics.update(spectrum_peak_cm1=[math.nan] * 2, msd_at_max_lag_A2=[math.nan] * 2,
+                        diffusion_cm2_per_s=[math.nan] * 2)
     rows += [(f"VACF RMS difference over {dynamics['vacf_window_fs']:.0f} fs", f"{dynamics['vacf_rms_difference']:.3g}"),
              ("VACF max abs difference", f"{dynamics['vacf_max_abs_difference']:.3g}"),
              ("spectrum peak cm⁻¹ (forecaster, reference)",
@@ -599,12 +711,20 @@ def _print_table(report: dict) -> None:
                  f"({stability['stable_ps_per_replica']:.4g} ps each)" + (
                      f", guard at interval {stability['guard_step']}: {stability['guard_problem']}"
                      if stability["guard_step"] else ", no guard tripped")))
+    checks = stability.get("temperature_checks")
+    if checks:
+        rows += [("stability: fraction of replica-intervals in the canonical band",
+                  f"{checks['fraction_in_band']:.3g} ({checks['replica_intervals_in_band']} replica-intervals)"),
+                 ("stability: temperature checks of mlmd forecast would trip at",
+                  f"interval {checks['first_trip_interval']}: {checks['first_trip']}" if checks["first_trip_interval"]
+                  else "never")]
     if "temperature" in report:
         t = report["temperature"]
         rows += [("temperature mean K (rollout, reference, canonical)",
                   f"{t['mean_K']:.1f}, {t['reference_mean_K']:.1f}, {t['canonical_mean_K']:.1f}"),
-                 ("temperature variance K² (rollout, reference, canonical)",
-                  f"{t['variance_K2']:.4g}, {t['reference_variance_K2']:.4g}, {t['canonical_variance_K2']:.4g}"),
+                 ("temperature variance K² (rollout, reference, canonical 2T²/N_f)",
+                  f"{t['variance_K2']:.4g}, {t['reference_variance_K2']:.4g}, {t['canonical_variance_K2']:.4g} "
+                  f"(ratio {t['variance_ratio']:.3g}, N_f {t['dof']})"),
                  ("temperature KS vs Gamma (rollout, reference)", f"{t['ks_distance']:.3g}, {t['reference_ks_distance']:.3g}"),
                  ("temperature KS rollout vs reference", f"{t['ks_distance_vs_reference']:.3g} ({t['samples']} samples)")]
     for key, value in report["speed"].items():

@@ -63,7 +63,7 @@ def _run(args) -> int:
     from ..io import write_frames
 
     if args.list:
-        named = [n for n in SYSTEMS if n in MOLECULE_ALIASES or n in ("argon", "lj") or n.capitalize() in EMT_METALS]
+        named = [n for n in SYSTEMS if n in MOLECULE_ALIASES or n in ("argon", "lj", "al-liquid") or n.capitalize() in EMT_METALS]
         for name in named:
             print(f"{name:15s} {SYSTEMS[name].description}")
         print(f"... and the {len(SYSTEMS) - len(named)} molecules of ASE's g2 collection by formula (e.g. ch3cooh)")

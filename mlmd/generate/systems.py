@@ -165,6 +165,23 @@ def _register_metals() -> None:
         )
 
 
+def liquid_metal_configs(symbol: str, rattle_A: float = 0.6) -> List[Config]:
+    """108 atoms (3x3x3 cubic fcc cells at the EMT lattice constant, periodic) with every atom displaced
+    by a seeded Gaussian of ``rattle_A`` Å per component: a disordered start that melts within the first
+    picosecond of equilibration above the EMT melting point (Al at 1000 K: D ≈ 7e-5 cm²/s)."""
+    from ase.build import bulk
+
+    atoms = bulk(symbol, "fcc", cubic=True).repeat((3, 3, 3))
+    atoms.rattle(rattle_A, seed=1)
+    return [("liquid", atoms)]
+
+
+def _register_liquid_metals() -> None:
+    register_system("al-liquid", SystemRecipe(
+        build=lambda: liquid_metal_configs("Al"), calculator="emt", timestep_fs=2.0, temperatures_K=(1000.0,),
+        stride=10, displacement_A=0.08, description="liquid Al, 108 atoms at the fcc density, 1000 K (EMT)"))
+
+
 # --- Lennard-Jones -----------------------------------------------------------
 
 
@@ -194,6 +211,7 @@ def _register_lj() -> None:
 
 _register_molecules()
 _register_metals()
+_register_liquid_metals()
 _register_lj()
 
 
