@@ -95,6 +95,11 @@ def test_negative_log_likelihood_is_the_bivariate_normal_density():
     residuals = torch.stack([x - target_x, v - target_v], -1)  # [n, 3, 2]
     reference = -density.log_prob(residuals.transpose(0, 1)).mean() - math.log(2 * math.pi * 0.05 * 0.008)
     assert float(loss) == pytest.approx(float(reference), rel=1e-12)
+    # An unrolled second call is scored on the mean path's squared error, not on the one-call spread.
+    two = {"target_positions": torch.stack([target_x, target_x]), "target_velocities": torch.stack([target_v, target_v])}
+    later = objective.step_loss(x, v, out, two, 1)
+    squared = (((x - target_x) / 0.05) ** 2).mean() + (((v - target_v) / 0.008) ** 2).mean()
+    assert float(later) == pytest.approx(float(squared), rel=1e-12)
 
 
 class HarmonicWells:

@@ -10,15 +10,16 @@ With ``s_d``, ``s_v`` the model's residual scales (Å, Å/fs), predicted states
 normalised targets when ``rollout_steps = 1``); ``<.>`` averages over components.
 
 A stochastic forecaster (``model.stochastic = true``, see :mod:`potentials.forecaster`) is
-trained on the Gaussian negative log-likelihood of the same residuals instead, with its
-per-atom spreads ``sigma_d``, ``sigma_v`` and correlation ``rho``; with ``a = r_d / sigma_d``
-and ``b = r_v / sigma_v`` per component (``r`` the residuals of the mean, unrolled along the
-mean path for ``k > 1``)::
+trained on the Gaussian negative log-likelihood of its one-call residuals instead (``k = 1``),
+with its per-atom spreads ``sigma_d``, ``sigma_v`` and correlation ``rho``; with
+``a = r_d / sigma_d`` and ``b = r_v / sigma_v`` per component (``r`` the residuals of the mean)::
 
     NLL = < log(sigma_d / s_d) + log(sigma_v / s_v) + log(1 - rho^2) / 2
             + (a^2 - 2 rho a b + b^2) / (2 (1 - rho^2)) >
 
-(constants dropped; ``displacement_weight`` and ``velocity_weight`` do not apply).
+(constants dropped; ``displacement_weight`` and ``velocity_weight`` do not apply). The unrolled
+calls ``k > 1`` keep the squared error of the mean path: a one-call spread does not describe
+the error accumulated over k calls, and fitting it to that error inflates the spreads.
 With ``time_reversal`` each training sample is reversed with probability 1/2
 (seeded by ``(training.seed, epoch)``, so a resumed run draws the same).
 Metrics are one-step: RMSE of ``d`` (Å) and ``v'`` (Å/fs), relative to the RMS of
@@ -175,7 +176,7 @@ class TrajectoryObjective(Objective):
         """Normalised squared error (or, for a stochastic forecaster, the NLL) of the state after call ``k + 1``."""
         s_d, s_v = self.scales
         r_d, r_v = x - batch["target_positions"][k], v - batch["target_velocities"][k]
-        if "displacement_spread" not in out:
+        if "displacement_spread" not in out or k > 0:
             return (self.weights["displacement"] * ((r_d / s_d) ** 2).mean()
                     + self.weights["velocity"] * ((r_v / s_v) ** 2).mean())
         from torch import log
