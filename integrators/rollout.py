@@ -44,6 +44,7 @@ forecast velocities before the thermostat
 N_f = 3N - ``constrained_dof`` counts only the components that carry kinetic energy.
 """
 
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional
 
@@ -138,7 +139,9 @@ def forecast_noise(state: RolloutState) -> Tensor:
 
 def energy_conserving(moved: RolloutState, total_energy: Tensor, potential_energy: PotentialEnergy) -> RolloutState:
     """``moved`` with each replica's velocities scaled so that ``U + K`` equals ``total_energy [B]`` (eV),
-    and ``potential_energy`` set to ``U`` of its positions; replicas with ``U >= total_energy`` keep theirs."""
+    and ``potential_energy`` set to ``U`` of its positions; replicas with ``U >= total_energy`` keep theirs,
+    with a warning (the forecast positions alone carry more energy than the total: no velocity scaling can
+    conserve it)."""
     energy = potential_energy(moved.positions, moved.atomic_numbers, moved.cell, moved.pbc, moved.batch)
     energy = energy.detach().to(moved.positions.dtype)
     kinetic = kinetic_energy(moved)
@@ -147,6 +150,12 @@ def energy_conserving(moved: RolloutState, total_energy: Tensor, potential_energ
     scale = torch.sqrt(torch.where(possible, wanted, kinetic) / torch.where(kinetic > 0, kinetic,
                                                                           torch.ones_like(kinetic)))
     scale = torch.where(possible, scale, torch.ones_like(scale))
+    if not bool(possible.all()):
+        stuck = torch.nonzero(~possible).flatten().tolist()
+        warnings.warn(f"energy-aware forecast step {moved.step}: replica(s) {stuck} reached a potential energy above "
+                      "their total energy, so their velocities were left unscaled and energy was not conserved; "
+                      "try a shorter interval, a better-trained forecaster or the deterministic mode",
+                      RuntimeWarning, stacklevel=2)
     return moved.replace(velocities=moved.velocities * scale[moved.batch].unsqueeze(1), potential_energy=energy)
 
 

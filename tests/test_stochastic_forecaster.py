@@ -309,3 +309,16 @@ def test_openmm_forecast_driver_energy_aware_uses_the_systems_energy():
         OpenMMForecastDriver(simulation, HeatingFreeFlight(), seed=2, energy_correction=correct).step(4)
         drifts[correct] = abs(total(simulation) - start)
     assert drifts[True] < 1e-8 and drifts[False] > 1e-4
+
+
+def test_energy_aware_step_warns_when_it_cannot_conserve():
+    """Positions pushed uphill past the total energy: no velocity scaling can help, and the run says so."""
+    state = molecule_state()
+    wells = HarmonicWells(state.positions.clone(), stiffness=50.0)
+
+    def uphill(x, z, cell, pbc, batch, v, noise=None):
+        return {"displacement": torch.full_like(x, 0.3), "velocities": v}
+
+    with pytest.warns(RuntimeWarning, match=r"replica\(s\) \[0, 1\] reached a potential energy above"):
+        moved = rollout.step(state, uphill, 10.0, potential_energy=wells)
+    torch.testing.assert_close(moved.velocities, state.velocities)  # left unscaled
