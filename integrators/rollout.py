@@ -30,7 +30,7 @@ between thermostat actions the reference dynamics conserves ``E = U + K``, so th
 forecast velocities of each replica are scaled by ``sqrt((E - U(x')) / K')`` (before
 CSVR, which then adds or removes what the thermostat exchanges). A replica whose
 forecast positions already carry more potential energy than ``E`` is left unscaled.
-``U`` of the current positions is carried in ``potential_energy`` (NaN: not known yet).
+``U`` of the current positions is carried in ``potential_energy`` (None: not known yet).
 
 Fixed atoms (``fixed``) neither move nor carry velocity, whatever the
 forecaster says.
@@ -75,7 +75,7 @@ class RolloutState(SystemState):
 
     images: Tensor  # [N,3] int64 lattice translations removed by wrapping
     inverse_basis: Tensor  # [B,3,3] inverse of the cell completed to a basis (for fractional coordinates)
-    potential_energy: Optional[Tensor] = None  # [B] eV at ``positions`` for the energy-aware step (NaN: unknown)
+    potential_energy: Optional[Tensor] = None  # [B] eV at ``positions`` for the energy-aware step (None: unknown)
 
     def unwrapped_positions(self) -> Tensor:
         """x + images @ cell ``[N,3]``: the continuous trajectory (for displacements and MSD)."""
@@ -167,7 +167,7 @@ def step(state: RolloutState, forecaster: Forecaster, interval: float, stochasti
     total_energy = None
     if potential_energy is not None:
         known = state.potential_energy
-        if known is None or bool(torch.isnan(known).any()):
+        if known is None:
             known = potential_energy(*inputs[:5]).detach().to(state.positions.dtype)
         total_energy = known + kinetic_energy(state)
     out = forecaster(*inputs, noise=forecast_noise(state)) if stochastic else forecaster(*inputs)

@@ -44,3 +44,7 @@ EV_PER_A3_GPA = ELEMENTARY_CHARGE_C / ANGSTROM_M**3 / 1e9
 #: Simulation speed: femtoseconds per nanosecond and seconds per day (for ns/day).
 FS_NS = 1e-6
 SECONDS_PER_DAY = 86400.0
+
+# The AKMA time unit (CHARMM, and DCD headers as MDAnalysis reads them): Å·sqrt(amu/(kcal/mol)) with the
+# thermochemical kcal (4184 J), about 48.888 fs.
+AKMA_FS = ANGSTROM_M * (AMU_KG * AVOGADRO_PER_MOL / 4184.0) ** 0.5 / FS_S

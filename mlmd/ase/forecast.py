@@ -57,6 +57,7 @@ class ForecastDynamics(MolecularDynamics):
                             "energy is what the step conserves")
         self.energy_correction = bool(energy_correction)
         self._known_energy = None  # (positions Å, U [1] eV) after the last step, so U is computed once per step
+        self._probe = None  # a copy of the atoms that carries the calculator to the positions U is asked at
 
     def _refresh_properties(self):
         if self.atoms.calc is not None:  # only an energy monitor; a forecaster needs no forces
@@ -83,7 +84,8 @@ class ForecastDynamics(MolecularDynamics):
 
     def _calculator_energy(self, positions, atomic_numbers, cell, pbc, batch):
         """U ``[1]`` eV of the attached calculator at ``positions`` (Å)."""
-        probe = self.atoms.copy()
-        probe.calc = self.atoms.calc
-        probe.set_positions(positions.detach().cpu().numpy(), apply_constraint=False)
-        return torch.tensor([probe.get_potential_energy()], dtype=positions.dtype)
+        if self._probe is None:
+            self._probe = self.atoms.copy()
+        self._probe.calc = self.atoms.calc
+        self._probe.set_positions(positions.detach().cpu().numpy(), apply_constraint=False)
+        return torch.tensor([self._probe.get_potential_energy()], dtype=positions.dtype)

@@ -25,12 +25,12 @@ finds built-in ones in their own modules and others through the
 
 from dataclasses import dataclass
 from importlib import import_module
-from importlib.metadata import entry_points
 from typing import Any, Callable, Dict, Optional, Protocol
 
 import numpy as np
 
 from ..errors import MLMDError
+from ..registry import load_registered
 
 ENGINES: Dict[str, Callable[..., "Engine"]] = {}
 
@@ -136,16 +136,12 @@ def register_engine(name: str):
 
 def engine_class(name: str):
     """The engine registered as ``name`` (built-in modules and ``mlmd.engines`` entry points are loaded on demand)."""
-    if name not in ENGINES and name in BUILTIN_ENGINE_MODULES:
-        import_module(BUILTIN_ENGINE_MODULES[name])
-    if name not in ENGINES:
-        for entry in entry_points(group="mlmd.engines"):
-            if entry.name == name:
-                register_engine(name)(entry.load())
-    if name not in ENGINES:
+    engine = load_registered(name, ENGINES, BUILTIN_ENGINE_MODULES, "mlmd.engines",
+                             lambda found, cls: register_engine(found)(cls))
+    if engine is None:
         known = sorted(set(ENGINES) | set(BUILTIN_ENGINE_MODULES))
         raise MLMDError(f"unknown engine {name!r}; choose one of {', '.join(known)}")
-    return ENGINES[name]
+    return engine
 
 
 # Calls after which TorchScript's profiling executor runs a module's optimised graph: a continued run

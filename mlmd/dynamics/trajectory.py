@@ -22,18 +22,17 @@ with :func:`register_trajectory_format`.
 """
 
 import contextlib
-import math
 import os
 import struct
 import sys
-from importlib import import_module
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..constants import AMU_KG, ANGSTROM_M, ANGSTROM_NM, AVOGADRO_PER_MOL, FS_PS, FS_S
+from ..constants import AKMA_FS, ANGSTROM_NM, FS_PS
 from ..errors import InputFileError, MLMDError
+from ..registry import load_registered
 from ..io import PathLike, atomic_path
 from .engine import Snapshot
 
@@ -43,10 +42,6 @@ TRAJECTORY_WRITERS: Dict[str, Callable] = {}
 BUILTIN_TRAJECTORY_MODULES = {".dcd": __name__, ".xtc": __name__, ".h5": __name__, ".h5md": "mlmd.dynamics.h5md",
                               ".xyz": "mlmd.dynamics.ase_frames", ".extxyz": "mlmd.dynamics.ase_frames",
                               ".traj": "mlmd.dynamics.ase_frames"}
-
-#: The AKMA time unit in fs: Å·sqrt(amu/(kcal/mol)), thermochemical kcal (4184 J), as CHARMM and MDAnalysis.
-AKMA_FS = ANGSTROM_M * math.sqrt(AMU_KG * AVOGADRO_PER_MOL / 4184.0) / FS_S
-
 
 def register_trajectory_format(*suffixes: str):
     """Class decorator: make a writer the trajectory format of files ending in ``suffixes``."""
@@ -66,13 +61,11 @@ def trajectory_suffixes() -> List[str]:
 
 def trajectory_writer_class(path: PathLike):
     """The writer registered for ``path``'s suffix; one clear error for an unknown one."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in TRAJECTORY_WRITERS and suffix in BUILTIN_TRAJECTORY_MODULES:
-        import_module(BUILTIN_TRAJECTORY_MODULES[suffix])
-    if suffix not in TRAJECTORY_WRITERS:
+    writer = load_registered(Path(path).suffix.lower(), TRAJECTORY_WRITERS, BUILTIN_TRAJECTORY_MODULES)
+    if writer is None:
         raise MLMDError(f"trajectory {path}: the extension picks the format; use one of "
                         f"{', '.join(trajectory_suffixes())}")
-    return TRAJECTORY_WRITERS[suffix]
+    return writer
 
 
 def open_trajectory(path: PathLike, atoms, replicas: int, keep_frames: int = 0):

@@ -15,14 +15,15 @@ write a file that disagrees (:class:`ExportMismatch`).
 
 import os
 import tempfile
-from importlib import import_module
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable, Dict, Union
 
 from ..errors import MLMDError
+from ..registry import load_registered
 from .checkpoint import load_checkpoint
 from .models import build_model, default_dtype
+from .registry import register_in
 
 PathLike = Union[str, os.PathLike]
 
@@ -41,27 +42,18 @@ class ExportMismatch(MLMDError):
 
 def register_export_format(name: str):
     """Function decorator: make ``write(model, output, overwrite)`` the export format ``name``."""
-
-    def decorate(write):
-        EXPORT_FORMATS[name] = write
-        return write
-
-    return decorate
+    return register_in(EXPORT_FORMATS, name)
 
 
 def export_format(name: str) -> Callable[..., Path]:
     """The writer of format ``name`` (built-in modules and ``mlmd.export_formats`` entry points load on demand)."""
-    if name not in EXPORT_FORMATS and name in BUILTIN_FORMAT_MODULES:
-        import_module(BUILTIN_FORMAT_MODULES[name])
-    if name not in EXPORT_FORMATS:
-        for entry in entry_points(group="mlmd.export_formats"):
-            if entry.name == name:
-                register_export_format(name)(entry.load())
-    if name not in EXPORT_FORMATS:
+    writer = load_registered(name, EXPORT_FORMATS, BUILTIN_FORMAT_MODULES, "mlmd.export_formats",
+                             lambda found, write: register_export_format(found)(write))
+    if writer is None:
         known = sorted({DEFAULT_FORMAT} | set(EXPORT_FORMATS) | set(BUILTIN_FORMAT_MODULES)
                        | {entry.name for entry in entry_points(group="mlmd.export_formats")})
         raise MLMDError(f"unknown export format {name!r}; choose one of {', '.join(known)}")
-    return EXPORT_FORMATS[name]
+    return writer
 
 
 def checkpoint_module(checkpoint: PathLike, best: bool = False):

@@ -16,11 +16,11 @@ An objective subclasses :class:`Objective`, which documents the interface the
 trainer uses. Objectives shipped with mlmd are imported on first use.
 """
 
-from importlib import import_module
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from ...errors import MLMDError
+from ...registry import load_registered
 from ..registry import register_in
 
 # Objective name -> class.
@@ -42,12 +42,11 @@ def objective_class(family: Optional[str]):
     from potentials.base import training_hooks
 
     name = training_hooks(FAMILIES[family]).objective if family in FAMILIES else "potential"
-    if name not in OBJECTIVES and name in BUILTIN_OBJECTIVES:
-        import_module(BUILTIN_OBJECTIVES[name])
-    if name not in OBJECTIVES:
+    objective = load_registered(name, OBJECTIVES, BUILTIN_OBJECTIVES)
+    if objective is None:
         raise MLMDError(f"model family {family!r} asks for training objective {name!r}, which is not registered; "
                         f"known: {', '.join(sorted(OBJECTIVES))}")
-    return OBJECTIVES[name]
+    return objective
 
 
 def to_device(batch: Dict[str, Any], device) -> Dict[str, Any]:
