@@ -13,6 +13,7 @@ integrators, saddle search) consumes.
 
 import contextlib
 import json
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
@@ -115,6 +116,17 @@ class Model:
     @property
     def dtype(self) -> torch.dtype:
         return getattr(torch, self.metadata["dtype"])
+
+    @property
+    def equivariance_error(self) -> Optional[Dict[str, float]]:
+        """Rotation error measured on held-out frames after training, for a family whose symmetry is learned
+        (``symmetry == "learned"`` in the metadata, the ``transformer``): ``energy_meV_per_atom``,
+        ``force_meV_per_A``, ``force_relative`` (of the mean |F|), ``energy_vs_mae`` and ``force_vs_mae`` (of the
+        model's own validation errors), ``frames`` and ``rotations``. None for a family that is equivariant by
+        construction, or a learned one never measured (untrained, no validation frames, or
+        ``training.equivariance_rotations = 0``)."""
+        value = self.metadata.get("equivariance_error")
+        return None if value is None else dict(value)
 
     @property
     def is_forecaster(self) -> bool:
@@ -230,6 +242,11 @@ def load_model(source: Union[PathLike, Model, torch.nn.Module], device: Union[st
     missing = [k for k in ("family", "species", "cutoff", "dtype") if k not in metadata]
     if missing:
         raise MLMDError(f"model file {path} lacks metadata {missing}; re-export it with `mlmd export`")
+    if metadata.get("symmetry") == "learned" and metadata.get("equivariance_error") is None:
+        warnings.warn(f"model file {path} ({metadata['family']}) learned its rotational symmetry but carries no "
+                      "measured rotation error (untrained, or trained without validation frames or with "
+                      "training.equivariance_rotations = 0); measure it with "
+                      "potentials.symmetry.rotation_errors before trusting forces of rotated structures", stacklevel=2)
     return Model(module, metadata, path, skin_A=skin_A)
 
 

@@ -6,7 +6,7 @@ other distributions plug in through the ``mlmd.families`` entry-point group,
 so nothing else has to change to add one.
 
 Layout: one module per family (``equivariant``, ``facet``, ``spline``,
-``forecaster``); the model contract and the species/cutoff/dtype base in
+``forecaster``, ``transformer``); the model contract and the species/cutoff/dtype base in
 ``base``; neighbour lists in ``neighbors``; the building blocks that several
 families share in ``blocks`` (no family imports another); the conformance
 suites, importable by families from other distributions, in ``testing``.
@@ -21,7 +21,8 @@ import torch
 FAMILIES: Dict[str, Type[torch.nn.Module]] = {}
 
 # Families shipped with mlmd; importing the module registers the family.
-_BUILTIN_MODULES = ("potentials.equivariant", "potentials.facet", "potentials.spline", "potentials.forecaster")
+_BUILTIN_MODULES = ("potentials.equivariant", "potentials.facet", "potentials.spline", "potentials.forecaster",
+                    "potentials.transformer")
 
 
 def register_family(name: str) -> Callable[[Type[torch.nn.Module]], Type[torch.nn.Module]]:

@@ -12,15 +12,19 @@ are derived here, once, by autograd:
     sigma = (1/V) dE/d(epsilon)|_{epsilon=0}   (eV/Å³, ASE sign convention)
 
 where the cell and positions are deformed by the symmetric strain
-``(I + epsilon)``. A family implements :meth:`atomic_energies` only.
+``(I + epsilon)``. A family implements :meth:`atomic_energies` only; the
+energy is that plus an optional short-range repulsion prior (``repulsion``, a
+name in :data:`potentials.blocks.repulsion.REPULSIONS`, ``"none"`` by default),
+so a family's learned part fits the residual of the reference energies.
 """
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from .neighbors import edge_vectors, neighbors_within_cutoff
+from .blocks.repulsion import make_repulsion
+from .neighbors import edge_vectors, neighbor_list, neighbors_within_cutoff
 
 
 def species_table(species: List[int]) -> Tensor:
@@ -49,8 +53,12 @@ class Configurable:
     """
 
     def config(self) -> Dict[str, Any]:
-        """Constructor arguments that rebuild this model (stored in checkpoints and model files)."""
-        return dict(self._config)
+        """Constructor arguments that rebuild this model (stored in checkpoints and model files);
+        a potential's ``repulsion`` is added here, once for every family."""
+        config = dict(self._config)
+        if isinstance(self, Potential):
+            config["repulsion"] = self.repulsion_name
+        return config
 
     @classmethod
     def from_config(cls, config: Dict[str, Any]):
@@ -92,7 +100,32 @@ class Potential(AtomisticModel):
     Å (rows are lattice vectors), ``pbc [B,3]`` bool, ``batch [N]`` system index.
     Outputs: ``energy [B]`` eV, ``forces [N,3]`` eV/Å and, on request,
     ``stress [B,3,3]`` eV/Å³ and ``energies [N]`` eV.
+
+    ``repulsion`` names the short-range prior added to every atom's energy
+    (:data:`potentials.blocks.repulsion.REPULSIONS`); a family takes it as a
+    constructor argument and passes it here.
     """
+
+    def __init__(self, species: List[int], cutoff: float, repulsion: str = "none"):
+        super().__init__(species, cutoff)
+        self.repulsion_name: str = str(repulsion)
+        self.repulsion = make_repulsion(self.repulsion_name, self.species, self.cutoff)
+
+    def repulsion_labels(self, batch: Dict[str, Tensor]) -> Tuple[Tensor, Tensor]:
+        """The prior alone on a collated batch (``positions``, ``atomic_numbers``, ``cell``, ``pbc``,
+        ``batch``), in float64: ``(energy [B] eV, forces [N,3] eV/Å)``. A family fitted in closed
+        form subtracts these from its targets, so it fits the residual as gradient training does."""
+        positions = batch["positions"].to(torch.float64).detach().requires_grad_(True)
+        cell = batch["cell"].to(torch.float64)
+        frame = batch["batch"]
+        edges, shifts = neighbor_list(positions, cell, batch["pbc"], frame, self.cutoff)
+        energies = self.repulsion(self.species_index(batch["atomic_numbers"]), edges,
+                                  edge_vectors(positions, cell, frame, edges, shifts))
+        energy = torch.zeros(cell.shape[0], dtype=torch.float64, device=positions.device).index_add(0, frame, energies)
+        if not energy.requires_grad:  # no pair inside the prior's range
+            return energy.detach(), torch.zeros_like(positions).detach()
+        (gradient,) = torch.autograd.grad([energy.sum()], [positions])
+        return energy.detach(), -gradient
 
     def atomic_energies(
         self,
@@ -141,6 +174,7 @@ class Potential(AtomisticModel):
 
         vectors = edge_vectors(positions, cell, batch, edges, edge_shifts)
         energies = self.atomic_energies(positions, species, edges, vectors, batch)
+        energies = energies + self.repulsion(species, edges, vectors)
         energy = torch.zeros(n_systems, dtype=energies.dtype, device=energies.device)
         energy = energy.index_add(0, batch, energies)
         out: Dict[str, Tensor] = {"energy": energy, "energies": energies}
@@ -232,6 +266,8 @@ def family_metadata(module: Any) -> Dict[str, Any]:
     metadata: Dict[str, Any] = {}
     if isinstance(module, TrainableFamily):
         metadata["config"] = module.config()
+    if isinstance(module, Potential):
+        metadata["repulsion"] = module.repulsion_name
     extra = getattr(module, "extra_metadata", None)
     if extra is not None:
         metadata.update(extra())

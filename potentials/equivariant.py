@@ -41,15 +41,17 @@ class EquivariantPotential(Configurable, Potential):
 
     ``species`` are atomic numbers; ``cutoff`` in Å; ``atomic_energies_ref``
     (eV, in ``species`` order), ``scale`` (eV, typically the force RMS) and
-    ``shift`` (eV/atom) come from the training data.
+    ``shift`` (eV/atom) come from the training data; ``repulsion`` names the
+    short-range prior added to the learned energy (:class:`~potentials.base.Potential`).
     """
 
     def __init__(self, species: Sequence[int], cutoff: float = 5.0,
                  channels: int = 32, lmax: int = 2, num_layers: int = 2,
                  num_basis: int = 8, radial_hidden: int = 64, readout_hidden: int = 16, envelope_power: int = 6,
                  avg_num_neighbors: float = 10.0,
-                 atomic_energies_ref: Optional[Sequence[float]] = None, scale: float = 1.0, shift: float = 0.0):
-        super().__init__(list(species), cutoff)
+                 atomic_energies_ref: Optional[Sequence[float]] = None, scale: float = 1.0, shift: float = 0.0,
+                 repulsion: str = "none"):
+        super().__init__(list(species), cutoff, repulsion)
         if channels < 1 or lmax < 0 or num_layers < 1 or num_basis < 1:
             raise ValueError("channels, num_layers and num_basis must be positive and lmax non-negative")
         atomic_energies_ref = reference_energies(atomic_energies_ref, len(self.species))

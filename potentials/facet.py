@@ -279,7 +279,8 @@ class FacetPotential(Configurable, Potential):
     ethanol model of ``scripts/compare_families.py`` the force rotation error
     went from 1.9e-3 (16x15) to 1.3e-4 (24x23) and 1.2e-5 (32x31) of max |F|
     with the force MAE unchanged to 0.01 meV/Å. ``atomic_energies_ref`` (eV), ``scale`` (eV)
-    and ``shift`` (eV/atom) come from the training data as in ``equivariant``.
+    and ``shift`` (eV/atom) come from the training data as in ``equivariant``; ``repulsion`` names the
+    short-range prior added to the learned energy (:class:`~potentials.base.Potential`).
     """
 
     def __init__(self, species: Sequence[int], cutoff: float = 5.0,
@@ -287,8 +288,9 @@ class FacetPotential(Configurable, Potential):
                  tensor_product: Union[str, Sequence[str]] = "gaunt", spline_intervals: int = 8,
                  mixing_hidden: int = 32, mixing_resolution: Optional[Sequence[int]] = None,
                  readout_hidden: int = 16, envelope_power: int = 6, avg_num_neighbors: float = 10.0,
-                 atomic_energies_ref: Optional[Sequence[float]] = None, scale: float = 1.0, shift: float = 0.0):
-        super().__init__(list(species), cutoff)
+                 atomic_energies_ref: Optional[Sequence[float]] = None, scale: float = 1.0, shift: float = 0.0,
+                 repulsion: str = "none"):
+        super().__init__(list(species), cutoff, repulsion)
         if channels < 1 or lmax < 0 or num_layers < 1 or spline_intervals < 1 or mixing_hidden < 1:
             raise ValueError("channels, num_layers, spline_intervals and mixing_hidden must be positive "
                              "and lmax non-negative")

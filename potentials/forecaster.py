@@ -43,17 +43,29 @@ know (the force integral over the interval, the reference thermostat): every cal
 removes kinetic energy and a liquid freezes. With ``stochastic`` the readouts also give
 three scalars per atom, a Gaussian over each Cartesian component of the residual:
 
-    sigma_d = s_d exp(l_d),   sigma_v = s_v exp(l_v),   rho = 0.99 tanh(r)
+    sigma_d = c_d s_d exp(l_d),   sigma_v = c_v s_v exp(l_v),   rho = 0.99 tanh(r)
 
 (Å, Å/fs; ``rho`` the correlation of the d and v' residuals, which share the unknown force
 integral), trained by the Gaussian negative log-likelihood
-(:mod:`mlmd.training.objectives.trajectory`). Given standard normal ``noise [N,6]``
+(:mod:`mlmd.training.objectives.trajectory`). ``(c_d, c_v)`` = ``spread_calibration``,
+set after training so that ``sum m |r|^2 = 3 sum m sigma^2`` on the validation pairs: a sampled
+velocity then carries the kinetic energy of the reference on average, whatever the NLL
+reached in the time it had. Given standard normal ``noise [N,6]``
 (``xi_1 = noise[:, :3]``, ``xi_2 = noise[:, 3:]``; the caller draws it, counter-based and
 seeded, so runs and restarts repeat bit for bit) a call samples
 
-    d  += sigma_d xi_1,       v' += sigma_v (rho xi_1 + sqrt(1 - rho^2) xi_2)
+    v' += sigma_v xi_2                                              (default)
+    d  += sigma_d xi_1,   v' += sigma_v (rho xi_1 + sqrt(1 - rho^2) xi_2)   (``sample_displacement``)
 
-before the conservation layer; without ``noise`` it returns the mean. The outputs then also
+before the conservation layer; without ``noise`` it returns the mean. Why velocities only by
+default: the per-atom spreads carry no correlation between atoms, while the true displacement
+residuals of neighbours are correlated (they share the pair forces). Independent position noise
+of size ``sigma_d`` then strains every bond by about ``sigma_d`` and adds ``~k sigma_d^2 / 2`` of
+potential energy per coordinate and call, which the dynamics turns into heat (measured on liquid
+Al: sampled jointly the rollout overheated). Velocity noise from the marginal ``sigma_v`` restores
+the kinetic energy the mean lacks and, like an Andersen or Langevin thermostat's, adds none to
+the configuration. ``sample_displacement`` is a plain attribute, so an exported model can be
+switched (``model.module.sample_displacement = True``). The outputs then also
 carry ``"displacement_spread"``, ``"velocity_spread"`` (``[N]``, Å and Å/fs) and ``"correlation"``.
 
 The :class:`ConservationLayer` then projects ``(d, v')`` so that momentum and the
@@ -180,6 +192,8 @@ class ForecasterModel(Configurable, AtomisticModel):
         prior_velocity: Optional[Sequence[float]] = None,
         conserve: bool = True,
         stochastic: bool = False,
+        spread_calibration: Optional[Sequence[float]] = None,
+        sample_displacement: bool = False,
     ):
         super().__init__(list(species), cutoff)
         if channels < 1 or lmax < 1 or num_layers < 1 or num_basis < 1 or num_speed_basis < 2:
@@ -215,6 +229,11 @@ class ForecasterModel(Configurable, AtomisticModel):
         self.ballistic_prior: bool = bool(ballistic_prior)
         self.conserve: bool = bool(conserve)
         self.stochastic: bool = bool(stochastic)
+        calibration = [1.0, 1.0] if spread_calibration is None else [float(c) for c in spread_calibration]
+        if len(calibration) != 2 or min(calibration) <= 0:
+            raise ValueError(f"spread_calibration must be two positive factors (d, v'), got {spread_calibration}")
+        self.spread_calibration: List[float] = calibration
+        self.sample_displacement: bool = bool(sample_displacement)
         self.channels = int(channels)
         self._config: Dict[str, Any] = dict(
             species=list(self.species), masses=[float(m) for m in masses], cutoff=float(cutoff),
@@ -225,7 +244,8 @@ class ForecasterModel(Configurable, AtomisticModel):
             displacement_rms=float(displacement_rms), velocity_rms=float(velocity_rms),
             displacement_scale=displacement_scale, velocity_scale=velocity_scale,
             ballistic_prior=bool(ballistic_prior), prior_displacement=prior[0], prior_velocity=prior[1],
-            conserve=bool(conserve), stochastic=bool(stochastic),
+            conserve=bool(conserve), stochastic=bool(stochastic), spread_calibration=list(calibration),
+            sample_displacement=bool(sample_displacement),
         )
         self.register_buffer("masses", torch.tensor([float(m) for m in masses], dtype=torch.get_default_dtype()))
         self.register_buffer("prior_displacement", torch.tensor(prior[0], dtype=torch.get_default_dtype()))
@@ -270,6 +290,8 @@ class ForecasterModel(Configurable, AtomisticModel):
             "timestep_fs": self.timestep_fs,
             "interval_steps": self.interval_steps,
             "stochastic": self.stochastic,
+            "spread_calibration": list(self.spread_calibration),
+            "sample_displacement": self.sample_displacement,
             "normalization": {"displacement_rms_A": self.displacement_rms,
                               "velocity_rms_A_per_fs": self.velocity_rms,
                               "displacement_scale_A": self.displacement_scale,
@@ -310,17 +332,22 @@ class ForecasterModel(Configurable, AtomisticModel):
         new_velocities = self.velocity_scale * out[:, 3:6]
         spreads: Dict[str, Tensor] = {}
         if self.stochastic:
-            # exp of a clamped log: spreads between 3e-4 and 55 times the residual RMS.
-            spread_d = self.displacement_scale * torch.exp(out[:, 6].clamp(-8.0, 4.0))
-            spread_v = self.velocity_scale * torch.exp(out[:, 7].clamp(-8.0, 4.0))
+            # exp of a clamped log: spreads between 3e-4 and 7.4 times the residual RMS (a conditional spread
+            # far above the unconditional one is an untrained head, and sampling it puts atoms on top of
+            # each other), times the factors fitted on validation pairs after training.
+            spread_d = self.displacement_scale * self.spread_calibration[0] * torch.exp(out[:, 6].clamp(-8.0, 2.0))
+            spread_v = self.velocity_scale * self.spread_calibration[1] * torch.exp(out[:, 7].clamp(-8.0, 2.0))
             correlation = 0.99 * torch.tanh(out[:, 8])
             spreads = {"displacement_spread": spread_d, "velocity_spread": spread_v, "correlation": correlation}
             if noise is not None:
                 first, second = noise[:, :3].to(dtype), noise[:, 3:6].to(dtype)
-                rho = correlation.unsqueeze(1)
-                displacement = displacement + spread_d.unsqueeze(1) * first
-                new_velocities = new_velocities + spread_v.unsqueeze(1) * (
-                    rho * first + torch.sqrt(1.0 - rho * rho) * second)
+                if self.sample_displacement:
+                    rho = correlation.unsqueeze(1)
+                    displacement = displacement + spread_d.unsqueeze(1) * first
+                    new_velocities = new_velocities + spread_v.unsqueeze(1) * (
+                        rho * first + torch.sqrt(1.0 - rho * rho) * second)
+                else:
+                    new_velocities = new_velocities + spread_v.unsqueeze(1) * second
         if self.ballistic_prior:
             displacement = displacement + (self.interval_fs * self.prior_displacement[species]).unsqueeze(1) * velocities
             new_velocities = new_velocities + self.prior_velocity[species].unsqueeze(1) * velocities

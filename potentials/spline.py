@@ -68,7 +68,8 @@ class SplinePotential(Configurable, Potential):
     ``[r_min, cutoff]`` and on each three-body side ``[r_min_3body, cutoff_3body]``.
     ``ridge``, ``curvature``: the fit's penalties (see :meth:`fit_linear`).
     ``atomic_energies_ref`` (eV, ``species`` order): initial one-body energies.
-    The coefficients start at zero; fit them with :meth:`fit_linear`.
+    The coefficients start at zero; fit them with :meth:`fit_linear`. ``repulsion``: the
+    short-range prior added to the splines (:class:`~potentials.base.Potential`).
 
     Put ``r_min`` at or below the shortest distance in the data (below it the spline is
     only a linear continuation). Size: ``s (s+1)/2 * n_intervals`` pair coefficients and
@@ -92,9 +93,10 @@ class SplinePotential(Configurable, Potential):
         ridge: float = 1e-6,
         curvature: float = 1e-5,
         atomic_energies_ref: Optional[Sequence[float]] = None,
+        repulsion: str = "none",
     ):
         cutoff_3body = float(cutoff_3body)
-        super().__init__(list(species), max(float(cutoff), cutoff_3body))
+        super().__init__(list(species), max(float(cutoff), cutoff_3body), repulsion)
         if not 0 <= r_min < cutoff:
             raise ValueError(f"need 0 <= r_min < cutoff, got r_min={r_min}, cutoff={cutoff}")
         if n_intervals < 2:
@@ -375,7 +377,8 @@ class SplinePotential(Configurable, Potential):
 
         over the free spline coefficients ``c`` (eV) and the one-body energies, which
         are not penalised. ``D2`` takes second differences along each spline axis.
-        Stress labels are not used.
+        Stress labels are not used. With a repulsion prior the targets are the labels minus
+        the prior's energies and forces, so the splines fit the residual.
         ``ridge`` and ``curvature`` default to the model's; they weigh squared coefficients
         (eV^2) against the loss terms in (eV/atom)^2 and (eV/Å)^2. The normal equations
         are accumulated batch by batch over the free coefficients only.
@@ -398,8 +401,13 @@ class SplinePotential(Configurable, Potential):
             n_atoms = batch["n_atoms"].to(device=device, dtype=torch.float64)
             per_atom = energy_features[:, free] / n_atoms.unsqueeze(-1)
             force_features = force_features[:, free]
-            energy_target = batch["energy"].to(device=device, dtype=torch.float64) / n_atoms
-            force_target = batch["forces"].to(device=device, dtype=torch.float64).reshape(-1)
+            energy_target = batch["energy"].to(device=device, dtype=torch.float64)
+            force_target = batch["forces"].to(device=device, dtype=torch.float64)
+            if self.repulsion_name != "none":  # the splines fit what the prior leaves
+                prior_energy, prior_forces = self.repulsion_labels({k: v.to(device) for k, v in batch.items()})
+                energy_target, force_target = energy_target - prior_energy, force_target - prior_forces
+            energy_target = energy_target / n_atoms
+            force_target = force_target.reshape(-1)
             normal_energy += per_atom.T @ per_atom
             target_energy += per_atom.T @ energy_target
             normal_forces += force_features.T @ force_features

@@ -35,11 +35,15 @@ Given reference runs (``mlmd generate SYSTEM --trajectory``: HDF5 or extended XY
    an equivariant potential (``--potential FILE``, or ``--equivariant-like``: an untrained
    ``equivariant`` model with the forecaster's cutoff, channels, lmax and layers), all through
    ``mlmd.md.run`` (BAOAB) at the reference MD time step on ``--device``; plus the aggregate rate of
-   the batched stability rollout.
+   the batched stability rollout;
+7. the sampling noise of the reference itself: each reference run against the other runs pooled (leave
+   one out), with the same structure, VACF and D functions (``reference_noise``: mean and largest over
+   the runs), so the forecaster's differences read against the run-to-run spread.
 
 Forecaster modes: a stochastic forecaster (``model.stochastic = true``) is sampled by default
 (``--sample``; seeded noise, :func:`integrators.rollout.forecast_noise`) or run on its mean (``--mean``, the
-deterministic mode). ``--energy-calculator NAME`` (an ASE calculator, e.g. emt) or ``--energy-potential
+deterministic mode); ``--sample-displacement`` samples the displacement jointly with the velocities
+instead of the velocities only (``potentials.forecaster``). ``--energy-calculator NAME`` (an ASE calculator, e.g. emt) or ``--energy-potential
 MODEL.pt`` (an mlmd potential) turns on the energy-aware step of :func:`integrators.rollout.step`: the
 forecast velocities are scaled so that U + K is conserved over the interval, before CSVR.
 
@@ -360,6 +364,32 @@ def diffusion_coefficient(msd_values: np.ndarray, interval_fs: float) -> float:
     return float(slope / 6.0)
 
 
+def reference_noise(ref_x: np.ndarray, ref_v: np.ndarray, frames_per_run, structure_of, interval_fs: float,
+                    vacf_lags: int, msd_lags: int, periodic: bool) -> dict:
+    """The sampling noise of every observable: each reference run against the other runs pooled (leave one
+    out), with the same functions as forecaster-vs-reference. ``ref_x, ref_v [T, runs, N, 3]`` at the
+    forecaster's interval; ``frames_per_run[r]`` the structure frames of run r; ``structure_of(a, b)`` the
+    structure metrics of two frame sets. Per observable: the mean and the largest of the runs' values, so a
+    forecaster's difference can be read against them (a tolerance of twice the spread)."""
+    runs = ref_x.shape[1]
+    if runs < 2:
+        return {"skipped": "one reference run: no run-to-run spread"}
+    values: dict = {}
+    for r in range(runs):
+        others = [q for q in range(runs) if q != r]
+        row = structure_of(frames_per_run[r], np.concatenate([frames_per_run[q] for q in others]))
+        c_one, c_rest = vacf(ref_v[:, r:r + 1], vacf_lags), vacf(ref_v[:, others], vacf_lags)
+        row["vacf_rms_difference"] = float(np.sqrt(np.mean((c_one - c_rest) ** 2)))
+        if periodic:
+            d_one = diffusion_coefficient(msd(ref_x[:, r:r + 1], msd_lags), interval_fs)
+            d_rest = diffusion_coefficient(msd(ref_x[:, others], msd_lags), interval_fs)
+            row["diffusion_ratio"] = d_one / d_rest if d_rest else math.nan
+        for key, value in row.items():
+            values.setdefault(key, []).append(value)
+    return {"runs": runs, **{key: {"mean": float(np.mean(v)), "max": float(np.max(v)),
+                                   "min": float(np.min(v))} for key, v in values.items()}}
+
+
 def kinetic_temperatures(velocities: np.ndarray, masses_amu: np.ndarray, dof: int) -> np.ndarray:
     """T = sum m v² / (N_f k_B) of velocities ``[..., N, 3]`` Å/fs (N_f as the thermostat counts it)."""
     kinetic = 0.5 * np.sum(masses_amu[:, None] * AMU_A2_PER_FS2_EV * velocities**2, axis=(-1, -2))
@@ -395,17 +425,21 @@ def temperature_checks(temperatures: np.ndarray, temperature_K: float, free_atom
 def md_ps_per_second(atoms, timestep_fs: float, steps: int, device: str, model=None, calculator=None,
                      temperature_K: float = 300.0) -> float:
     """Simulated ps per wall-clock second of ``mlmd md`` (BAOAB) with a model or an ASE calculator; a short
-    run first warms the model up (TorchScript profiling) so that the timed run measures steady state."""
+    run first warms the model up (TorchScript profiling) so that the timed run measures steady state. Only the
+    cost is measured, so the guards are off: an untrained stand-in potential (``--equivariant-like``) lets
+    atoms collide in a hot liquid, and a call costs the same either way."""
     from mlmd.md import run
 
+    unguarded = {"min_distance_A": None, "max_energy_jump_eV_per_atom": None, "max_temperature_K": None}
     if model is not None:
         from mlmd.model import load_model
 
         model = load_model(model, device=device)
         run(atoms, model=model, timestep_fs=timestep_fs, steps=10, stride=10, device=device, plot=False,
-            temperature_K=temperature_K)
+            temperature_K=temperature_K, **unguarded)
     result = run(atoms, model=model, calculator=calculator, timestep_fs=timestep_fs, steps=steps, stride=steps,
-                 device=device if model is not None else "cpu", plot=False, temperature_K=temperature_K)
+                 device=device if model is not None else "cpu", plot=False, temperature_K=temperature_K,
+                 **unguarded)
     return result.ns_per_day / 86400.0 * 1e3
 
 
@@ -457,6 +491,8 @@ def main(argv=None) -> int:
                       help="sample a stochastic forecaster (the default)")
     mode.add_argument("--mean", dest="sample", action="store_false",
                       help="run a stochastic forecaster on its mean (the deterministic mode)")
+    parser.add_argument("--sample-displacement", action="store_true",
+                        help="sample the displacement jointly with the velocities (default: velocities only)")
     energy = parser.add_mutually_exclusive_group()
     energy.add_argument("--energy-calculator", metavar="NAME",
                         help="energy-aware step with this ASE calculator as U (emt, lj, ...)")
@@ -471,10 +507,15 @@ def main(argv=None) -> int:
 
     runs = [read_trajectory(path) for path in trajectory_files(args.reference)]
     held_out = [read_trajectory(path) for path in trajectory_files(args.held_out)] if args.held_out else runs[-1:]
-    loaded = load_forecaster(args.model, device=args.device)
     from mlmd.model import load_model
 
-    metadata = load_model(args.model, device=args.device).metadata
+    model = load_model(args.model, device=args.device)
+    if args.sample_displacement:
+        if not model.metadata.get("stochastic"):
+            parser.error("--sample-displacement needs a stochastic forecaster")
+        model.module.sample_displacement = True  # a plain attribute of the exported module
+    loaded = load_forecaster(model, device=args.device)
+    metadata = model.metadata
     reference = runs[0]
     settings = reference.settings
     from ase import Atoms
@@ -539,6 +580,25 @@ def main(argv=None) -> int:
     dist_f = pair_distances(frames_f, reference.cell, reference.pbc)
     dist_r = pair_distances(frames_r, reference.cell, reference.pbc)
     structure["pair_distance_l1"] = histogram_l1(dist_f, dist_r, bins)
+    if not periodic:
+        pairs, triplets = bonds_and_angles(reference.atomic_numbers, reference.positions[0])
+
+    def compare_structure(frames_a: np.ndarray, frames_b: np.ndarray) -> dict:
+        """The headline structure differences of two frame sets (RDF for cells, bonds and angles otherwise)."""
+        dist_a = pair_distances(frames_a, reference.cell, reference.pbc)
+        dist_b = pair_distances(frames_b, reference.cell, reference.pbc)
+        row = {"pair_distance_l1": histogram_l1(dist_a, dist_b, bins)}
+        if periodic:
+            g_a = rdf(dist_a, len(frames_a), n, volume, bins)
+            g_b = rdf(dist_b, len(frames_b), n, volume, bins)
+            beyond_a = 0.5 * (bins[1:] + bins[:-1]) > 1.5
+            row["rdf_max_abs_difference"] = float(np.max(np.abs(g_a - g_b)[beyond_a]))
+        else:
+            lengths_a, angles_a = bond_samples(frames_a, pairs, triplets)
+            lengths_b, angles_b = bond_samples(frames_b, pairs, triplets)
+            row["bond_length_l1"] = histogram_l1(lengths_a, lengths_b, np.linspace(0.7, 2.0, 131))
+            row["bond_angle_l1"] = histogram_l1(angles_a, angles_b, np.linspace(60, 180, 121))
+        return row
     if periodic:
         g_f = rdf(dist_f, len(frames_f), n, volume, bins)
         g_r = rdf(dist_r, len(frames_r), n, volume, bins)
@@ -552,7 +612,6 @@ def main(argv=None) -> int:
             "rdf_first_peak_height": [float(np.max(g_f)) if len(frames_f) else math.nan, float(np.max(g_r))],
             "rdf": {"r_A": centres.tolist(), "forecaster": g_f.tolist(), "reference": g_r.tolist()}})
     else:
-        pairs, triplets = bonds_and_angles(reference.atomic_numbers, reference.positions[0])
         lengths_f, angles_f = bond_samples(frames_f, pairs, triplets)
         lengths_r, angles_r = bond_samples(frames_r, pairs, triplets)
         structure.update({
@@ -593,6 +652,13 @@ def main(argv=None) -> int:
             "vacf": {"forecaster": c_f.tolist(), "reference": c_r.tolist()},
             "spectrum": {"cm1": freq_f.tolist(), "forecaster": power_f.tolist(), "reference": power_r.tolist()},
             "msd_A2": {"forecaster": msd_f.tolist(), "reference": msd_r.tolist()}}
+
+    ref_vacf_lags = max(2, min(int(round(parse_time_fs(args.vacf_window) / forecaster.interval_fs)), ref_v.shape[0] // 2))
+    ref_msd_lags = max(2, min(int(round(parse_time_fs(args.msd_window) / forecaster.interval_fs)), ref_x.shape[0] // 2))
+    # each run contributes as many frames as the forecaster-vs-reference comparison uses on each side
+    report["reference_noise"] = reference_noise(
+        ref_x, ref_v, [pick(run.positions) for run in runs],
+        compare_structure, forecaster.interval_fs, ref_vacf_lags, ref_msd_lags, periodic)
 
     print(f"stability: {args.stability_replicas} replicas, up to {args.stability_steps} intervals or "
           f"{args.stability_minutes} min ...", flush=True)
@@ -706,6 +772,11 @@ def _print_table(report: dict) -> None:
               ", ".join(f"{v:.4g}" for v in dynamics["msd_at_max_lag_A2"])),
              ("D (cm²/s, forecaster, reference)", ", ".join(f"{v:.3g}" for v in dynamics["diffusion_cm2_per_s"])),
              ("D ratio", f"{dynamics['diffusion_ratio']:.3g}")]
+    noise = report.get("reference_noise", {})
+    for key, value in noise.items():
+        if isinstance(value, dict):
+            rows.append((f"reference run vs the others: {key} (mean, min, max)",
+                         f"{value['mean']:.3g}, {value['min']:.3g}, {value['max']:.3g}"))
     stability = report["stability"]
     rows.append(("stability", f"{stability['replicas']} replicas x {stability['intervals_done']} intervals "
                  f"({stability['stable_ps_per_replica']:.4g} ps each)" + (

@@ -1,27 +1,26 @@
 #!/usr/bin/env bash
-# The forecaster evaluation of issue 7, end to end: reference MD, training, export, evaluation, on
-# ethanol (GFN2-xTB), copper (EMT, 108-atom fcc solid) and liquid argon (Lennard-Jones); and (issue 14)
-# liquid aluminium (al: EMT, 108 atoms, 1000 K), a system the recipe was never tuned on, evaluated as
-# (a) the deterministic forecaster, (b) the stochastic one sampled, (c) the stochastic one on its mean,
-# (d) the stochastic one sampled with the energy-aware step (U = EMT).
+# The forecaster evaluation (issues 7 and 14), end to end: reference MD, training, export, evaluation, on
+# ethanol (GFN2-xTB), copper (EMT, 108-atom fcc solid), liquid argon (Lennard-Jones) and liquid aluminium
+# (al: EMT, 108 atoms, 1000 K; a system the recipe was never tuned on). Each system trains a deterministic and
+# a stochastic forecaster with the same recipe (scripts/forecaster_eval_SYSTEM.toml; the stochastic one adds
+# model.stochastic = true) and evaluates five modes: deterministic, deterministic-energy (the energy-aware
+# step with the reference potential as U), stochastic (velocities sampled), stochastic-joint (displacement and
+# velocities sampled), stochastic-mean, stochastic-energy (velocities sampled, energy-aware).
 #
 #   scripts/run_forecaster_evaluation.sh                        # everything except the ablation
 #   SYSTEMS="argon" STAGES="evaluate" scripts/run_forecaster_evaluation.sh
+#   SYSTEMS=al MODES="stochastic stochastic-energy" STAGES=evaluate scripts/run_forecaster_evaluation.sh
+#   TRAIN_MINUTES=5 SYSTEMS=cu scripts/run_forecaster_evaluation.sh   # 5 CPU-minutes per training instead
 #   STAGES=ablation scripts/run_forecaster_evaluation.sh       # ethanol: time reversal / rollout loss (needs ethanol/ref)
-#   SYSTEMS=al STAGES="generate train export evaluate" scripts/run_forecaster_evaluation.sh   # liquid Al, 4 modes
-#
-# Measured stage by stage on a 2-core machine shared with two other jobs: generate 9 min, train 33 min,
-# evaluate 19 min, tight 12 min (about 73 min in all); the ablation adds about 21 min.
 #
 # Writes under $OUT (default out/forecaster): SYSTEM/ref/run-00k.h5 (reference MD; runs 0-2 train, run 3
-# validates and is the held-out run of the one-step errors), SYSTEM/train/ (checkpoints, metrics),
-# SYSTEM/forecaster.pt and SYSTEM/evaluation.json (+ evaluation.log with the printed table). al also writes
-# al-stochastic/{train,forecaster.pt} and al/evaluation-{stochastic,stochastic-mean,stochastic-energy}.json.
+# validates and is the held-out run of the one-step errors), SYSTEM/{deterministic,stochastic}/ (config.json,
+# train/, forecaster.pt, train.log) and SYSTEM/evaluation-MODE.{json,log} (the printed table).
 # Every heavy process runs on one torch/OpenMP thread (shared machines; see README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/forecaster}
-SYSTEMS=${SYSTEMS:-"ethanol cu argon"}
+SYSTEMS=${SYSTEMS:-"ethanol cu argon al"}
 STAGES=${STAGES:-"generate train export evaluate tight"}
 STABILITY_MINUTES=${STABILITY_MINUTES:-8}
 TIGHT_STABILITY_MINUTES=${TIGHT_STABILITY_MINUTES:-4}
@@ -52,61 +51,78 @@ generate() {  # reference MD: 4 independent CSVR runs (tau 1 ps), positions and 
     esac
 }
 
+# The reference potential of each system: the energy-aware step's U.
+reference_calculator() {
+    case $1 in ethanol) echo gfn2 ;; cu|al) echo emt ;; argon) echo lj ;; esac
+}
+
+# A training config from scripts/forecaster_eval_SYSTEM.toml with data and output under $OUT and, for the
+# stochastic variant, model.stochastic = true (otherwise the same recipe).
+write_config() {  # system variant -> prints the JSON config's path
+    $PYTHON - "$1" "$2" "$OUT" <<'PY'
+import json, os, pathlib, sys, tomllib
+system, variant, out = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3]).resolve()
+config = tomllib.loads(pathlib.Path(f"scripts/forecaster_eval_{system}.toml").read_text())
+config["data"]["path"] = str(out / system / "ref")
+config["output"]["directory"] = str(out / system / variant / "train")
+config["model"]["stochastic"] = variant == "stochastic"
+if os.environ.get("TRAIN_MINUTES"):  # a shorter (or longer) budget than the recipe's, e.g. on a busy machine
+    config["training"]["max_time_min"] = float(os.environ["TRAIN_MINUTES"])
+path = out / system / variant / "config.json"
+path.parent.mkdir(parents=True, exist_ok=True)
+path.write_text(json.dumps(config, indent=1))
+print(path)
+PY
+}
+
+VARIANTS=${VARIANTS:-"deterministic stochastic"}
 for system in $SYSTEMS; do
     mkdir -p "$OUT/$system"
     if has generate; then
         echo "== $system: reference MD"
         ( time generate "$system" ) 2>&1 | tee "$OUT/$system/generate.log"
     fi
-    if has train; then
-        echo "== $system: training (scripts/forecaster_eval_$system.toml, 10 min budget)"
-        rm -rf "$OUT/$system/train"
-        ( time mlmd train "scripts/forecaster_eval_$system.toml" --quiet ) 2>&1 | tee "$OUT/$system/train.log"
-        if [[ $system == al ]]; then  # the same recipe with stochastic = true
-            mkdir -p "$OUT/al-stochastic"
-            rm -rf "$OUT/al-stochastic/train"
-            ( time mlmd train scripts/forecaster_eval_al_stochastic.toml --quiet ) 2>&1 | tee "$OUT/al-stochastic/train.log"
+    for variant in $VARIANTS; do
+        dir="$OUT/$system/$variant"
+        if has train; then
+            echo "== $system: training, $variant (scripts/forecaster_eval_$system.toml)"
+            config=$(write_config "$system" "$variant")
+            rm -rf "$dir/train"
+            ( time mlmd train "$config" --quiet ) 2>&1 | tee "$dir/train.log"
         fi
-    fi
-    if has export; then
-        mlmd export "$OUT/$system/train/best.pt" -o "$OUT/$system/forecaster.pt"
-        if [[ $system == al ]]; then
-            mlmd export "$OUT/al-stochastic/train/best.pt" -o "$OUT/al-stochastic/forecaster.pt"
+        if has export; then
+            mlmd export "$dir/train/best.pt" -o "$dir/forecaster.pt"
         fi
-    fi
+    done
     case $system in
     ethanol) extra=(--vacf-window 500fs --msd-window 1ps) ;;
     cu) extra=(--vacf-window 1ps --msd-window 2ps) ;;
     argon) extra=(--vacf-window 2ps --msd-window 5ps) ;;
     al) extra=(--vacf-window 1ps --msd-window 2ps) ;;
     esac
-    if has evaluate; then
-        echo "== $system: evaluation"
+    # Modes: the deterministic forecaster, alone and energy-aware (U = the reference potential); the
+    # stochastic one sampled, on its mean, and sampled + energy-aware. Only `deterministic` times MD.
+    energy=(--energy-calculator "$(reference_calculator "$system")")
+    for mode in ${MODES:-deterministic deterministic-energy stochastic stochastic-joint stochastic-mean stochastic-energy}; do
+        has evaluate || break
+        case $mode in
+        deterministic) model=deterministic; options=(--equivariant-like --md-steps 300 --speed-steps 300) ;;
+        deterministic-energy) model=deterministic; options=("${energy[@]}" --md-steps 0 --speed-steps 100) ;;
+        stochastic) model=stochastic; options=(--sample --md-steps 0 --speed-steps 100) ;;
+        stochastic-joint) model=stochastic; options=(--sample --sample-displacement --md-steps 0 --speed-steps 100) ;;
+        stochastic-mean) model=stochastic; options=(--mean --md-steps 0 --speed-steps 100) ;;
+        stochastic-energy) model=stochastic; options=(--sample "${energy[@]}" --md-steps 0 --speed-steps 100) ;;
+        esac
+        echo "== $system: evaluation, $mode"
         ( time $PYTHON scripts/evaluate_forecaster.py "$OUT/$system/ref" --held-out "$OUT/$system/ref/run-003.h5" \
-            --model "$OUT/$system/forecaster.pt" --equivariant-like --threads 1 \
+            --model "$OUT/$system/$model/forecaster.pt" "${options[@]}" --threads 1 \
             --stability-replicas 8 --stability-steps 100000 --stability-minutes "$STABILITY_MINUTES" \
-            --speed-steps 300 --md-steps 300 "${extra[@]}" --json "$OUT/$system/evaluation.json" ) \
-            2>&1 | tee "$OUT/$system/evaluation.log"
-        if [[ $system == al ]]; then  # the stochastic forecaster sampled, on its mean, and sampled + energy-aware (EMT)
-            for variant in stochastic stochastic-mean stochastic-energy; do
-                case $variant in
-                stochastic) mode=(--sample) ;;
-                stochastic-mean) mode=(--mean) ;;
-                stochastic-energy) mode=(--sample --energy-calculator emt) ;;
-                esac
-                echo "== al: evaluation, $variant"
-                ( time $PYTHON scripts/evaluate_forecaster.py "$OUT/al/ref" --held-out "$OUT/al/ref/run-003.h5" \
-                    --model "$OUT/al-stochastic/forecaster.pt" "${mode[@]}" --threads 1 \
-                    --stability-replicas 8 --stability-steps 100000 --stability-minutes "$STABILITY_MINUTES" \
-                    --speed-steps 100 --md-steps 0 "${extra[@]}" --json "$OUT/al/evaluation-$variant.json" ) \
-                    2>&1 | tee "$OUT/al/evaluation-$variant.log"
-            done
-        fi
-    fi
-    if has tight; then  # the same evaluation with a 10x tighter CSVR coupling in the rollout (tau 100 fs)
+            "${extra[@]}" --json "$OUT/$system/evaluation-$mode.json" ) 2>&1 | tee "$OUT/$system/evaluation-$mode.log"
+    done
+    if has tight; then  # the deterministic evaluation with a 10x tighter CSVR coupling in the rollout (tau 100 fs)
         echo "== $system: evaluation, CSVR tau 100 fs"
         ( time $PYTHON scripts/evaluate_forecaster.py "$OUT/$system/ref" --held-out "$OUT/$system/ref/run-003.h5" \
-            --model "$OUT/$system/forecaster.pt" --tau 100fs --threads 1 \
+            --model "$OUT/$system/deterministic/forecaster.pt" --tau 100fs --threads 1 \
             --stability-replicas 8 --stability-steps 100000 --stability-minutes "$TIGHT_STABILITY_MINUTES" \
             --speed-steps 50 --md-steps 0 "${extra[@]}" --json "$OUT/$system/evaluation-tau100fs.json" ) \
             2>&1 | tee "$OUT/$system/evaluation-tau100fs.log"

@@ -8,7 +8,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("potentials", "integrators", "mlmd")
-FAMILIES = ("equivariant", "facet", "spline", "forecaster")
+FAMILIES = ("equivariant", "facet", "spline", "forecaster", "transformer")
 MAX_LINES = 500
 
 # Where a newcomer finds each concept (issue 12); a test fails when one moves without this table.

@@ -36,6 +36,7 @@ SMALL_MODELS: Dict[str, Callable[[List[int]], torch.nn.Module]] = {
     "facet": lambda species: FAMILIES["facet"](species, cutoff=4.0, channels=8, lmax=2, num_layers=3,
                                                tensor_product=["gaunt", "gaunt", "cg"]),
     "spline": _spline,
+    "transformer": lambda species: FAMILIES["transformer"](species, cutoff=4.0, channels=16, num_heads=2),
 }
 
 

@@ -39,6 +39,33 @@ def test_emt_copper_has_every_configuration_and_correct_labels():
     _relabel_check(frames, "emt")
 
 
+def test_cuau_alloy_configurations_and_labels():
+    """Compositions and sizes of every configuration; the ordered crystal is L1_2 (each Au has 12 Cu nearest
+    neighbours, each Cu 4 Au and 8 Cu) with zero EMT forces, as every atom of it is a centre of inversion."""
+    from ase.neighborlist import neighbor_list
+
+    from mlmd.generate.systems import alloy_configs
+
+    configs = dict(alloy_configs("Cu", "Au"))
+    expected = {"ordered-a3b": (24, 8), "disordered-a3b": (81, 27), "disordered-ab": (16, 16), "vacancy": (23, 8),
+                "surface-111": (18, 18)}
+    assert {name: (int((a.numbers == 29).sum()), int((a.numbers == 79).sum())) for name, a in configs.items()} \
+        == expected
+    ordered = configs["ordered-a3b"]
+    a = ordered.cell[0, 0] / 2  # 2x2x2 cubic cells
+    first, second = neighbor_list("ij", ordered, 0.5 * (a / 2 ** 0.5 + a))  # between the first and second shells
+    for atom in range(len(ordered)):
+        neighbours = ordered.numbers[second[first == atom]]
+        cu, au = int((neighbours == 29).sum()), int((neighbours == 79).sum())
+        assert (cu, au) == ((12, 0) if ordered.numbers[atom] == 79 else (8, 4)), atom
+    ordered.calc = get_calculator("emt")
+    assert np.abs(ordered.get_forces()).max() < 1e-10
+    frames = generate("cuau", frames=20, temperatures_K=[600], **FAST)
+    assert {atoms.info["config"] for atoms in frames} == set(expected)
+    assert all({29, 79} <= set(atoms.numbers) for atoms in frames)
+    _relabel_check(frames, "emt")
+
+
 def test_gfn2_ethanol_labels_match_tblite():
     pytest.importorskip("tblite")
     frames = generate("ethanol", frames=6, **FAST)

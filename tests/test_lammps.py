@@ -165,6 +165,15 @@ def test_uf3_refuses_other_families(tmp_path):
     assert not (tmp_path / "ethanol.uf3").exists()
 
 
+def test_uf3_refuses_a_spline_with_a_repulsion_prior(tmp_path):
+    """pair_style uf3 has no place for the ZBL prior: one clear error instead of a file without it."""
+    model = randomised_spline([29], cutoff=4.5, cutoff_3body=3.2, r_min=1.4, r_min_3body=1.3, n_intervals=9,
+                              repulsion="zbl")
+    with pytest.raises(MLMDError, match="repulsion prior.*metatomic"):
+        uf3_module.write_uf3(model, tmp_path / "zbl.uf3")
+    assert not (tmp_path / "zbl.uf3").exists()
+
+
 def test_export_check_refuses_a_corrupted_file(monkeypatch, tmp_path):
     """A file whose pair coefficients are off by 1e-4 fails the LAMMPS-vs-calculator check: nothing written."""
     model = randomised_spline([29], cutoff=4.5, cutoff_3body=3.2, r_min=1.4, r_min_3body=1.3, n_intervals=9,

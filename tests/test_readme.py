@@ -47,7 +47,10 @@ def commands(code: str):
     joined = code.replace("\\\n", " ")
     for line in joined.splitlines():
         command = line.split("  #")[0].strip()
-        if command and not command.startswith("#") and not command.startswith(SKIPPED):
+        # the command itself, after any leading VAR=value assignments (a benchmark run as
+        # `OMP_NUM_THREADS=1 python scripts/...` is still a benchmark)
+        program = re.sub(r"^(\w+=\S*\s+)+", "", command)
+        if command and not command.startswith("#") and not program.startswith(SKIPPED):
             yield command
 
 

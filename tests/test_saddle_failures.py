@@ -8,10 +8,11 @@ from ase.io import write
 from mlmd.cli import main
 from mlmd.errors import MLMDError
 from mlmd.saddle import search
+from mlmd.saddle.methods import METHODS as SADDLE_METHODS
 from mlmd.saddle.surfaces import MB_SADDLES, MullerBrown, leps_atoms, muller_brown_atoms
 
 MB_MODE = np.array([[1.0, -1.0, 0.0]])
-METHODS = ["dimer", "gp-dimer", "ot-gp-dimer"]
+METHODS = sorted(SADDLE_METHODS)  # every registered method
 
 
 class Intermittent(MullerBrown):

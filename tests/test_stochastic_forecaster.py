@@ -4,7 +4,6 @@ log-likelihood, sampled with counter-based seeded noise; and the energy-aware ro
 References: torch's own bivariate normal density (the loss), sample moments against the predicted
 spreads (the sampler), a potential evaluated independently (the energy-aware step)."""
 
-import copy
 import math
 
 import numpy as np
@@ -13,7 +12,7 @@ import torch
 
 from integrators import rollout
 from potentials.testing import ForecasterConformance
-from test_forecaster import MASSES, SPECIES, make_model
+from test_forecaster import SPECIES, make_model
 
 torch.set_num_threads(1)
 
@@ -45,11 +44,13 @@ def inputs(atoms, copies=1, seed=0):
             torch.arange(copies).repeat_interleave(n), torch.tensor(np.tile(velocities, (copies, 1))))
 
 
-def test_samples_have_the_predicted_spreads_and_correlation():
+@pytest.mark.parametrize("sample_displacement", [True, False])
+def test_samples_have_the_predicted_spreads_and_correlation(sample_displacement):
     """Many copies of one system, each with its own noise: per atom, the sample mean is the mean output, the
     sample standard deviations are the predicted spreads and the d-v correlation is the predicted rho
-    (up to the conservation projection, which removes 1/N of the variance in a periodic cell)."""
-    model = make_model(stochastic=True).double().eval()
+    (up to the conservation projection, which removes 1/N of the variance in a periodic cell). Sampling
+    velocities only (the default) leaves the displacement at its mean and gives v' its marginal spread."""
+    model = make_model(stochastic=True, sample_displacement=sample_displacement).double().eval()
     atoms, copies = copper(), 400
     args = inputs(atoms, copies)
     mean = model(*args)
@@ -60,11 +61,14 @@ def test_samples_have_the_predicted_spreads_and_correlation():
     v = (sample["velocities"] - mean["velocities"]).reshape(copies, n, 3)
     spread_d, spread_v = mean["displacement_spread"][:n], mean["velocity_spread"][:n]
     rho = mean["correlation"][:n]
-    assert float(rho.abs().max()) > 0.05, "an untrained model should have some correlation to check"
     shrink = math.sqrt(1 - 1 / n)  # the momentum projection removes the mean over atoms
     tolerance = 4 / math.sqrt(3 * copies)  # ~4 standard errors of a standard deviation
-    np.testing.assert_allclose(d.std(dim=(0, 2)).numpy(), (shrink * spread_d).numpy(), rtol=tolerance)
     np.testing.assert_allclose(v.std(dim=(0, 2)).numpy(), (shrink * spread_v).numpy(), rtol=tolerance)
+    if not sample_displacement:
+        assert float(d.abs().max()) < 1e-12
+        return
+    assert float(rho.abs().max()) > 0.05, "an untrained model should have some correlation to check"
+    np.testing.assert_allclose(d.std(dim=(0, 2)).numpy(), (shrink * spread_d).numpy(), rtol=tolerance)
     correlation = (d * v).mean(dim=(0, 2)) / (d.std(dim=(0, 2)) * v.std(dim=(0, 2)))
     np.testing.assert_allclose(correlation.numpy(), rho.numpy(), atol=4 / math.sqrt(3 * copies))
     assert float(d.mean(dim=0).abs().max()) < 4 * float(spread_d.max()) / math.sqrt(copies)
@@ -275,7 +279,6 @@ def test_ase_forecast_dynamics_energy_aware_conserves_the_calculators_energy():
 def test_openmm_forecast_driver_energy_aware_uses_the_systems_energy():
     """The Simulation's own System (a Lennard-Jones copper here) is the potential: its U + K is conserved."""
     import openmm
-    from ase import units
     from openmm import app, unit
 
     from mlmd.constants import A_PER_FS_NM_PER_PS, EV_KJ_PER_MOL
@@ -322,3 +325,34 @@ def test_energy_aware_step_warns_when_it_cannot_conserve():
     with pytest.warns(RuntimeWarning, match=r"replica\(s\) \[0, 1\] reached a potential energy above"):
         moved = rollout.step(state, uphill, 10.0, potential_energy=wells)
     torch.testing.assert_close(moved.velocities, state.velocities)  # left unscaled
+
+
+def test_training_calibrates_the_spreads_on_the_validation_pairs(stochastic_forecaster):
+    """After `mlmd train`, the variance the exported model's samples add equals the variance its mean lacks on
+    the validation run: sum |r_d|^2 = 3 sum sigma_d^2 and sum m |r_v|^2 = 3 sum m sigma_v^2 (recomputed here
+    from the files, not from the trainer's sums)."""
+    import mlmd
+    from mlmd.cli import main as mlmd_main
+    from mlmd.trajectories import TrajectoryDataset
+
+    best = stochastic_forecaster.parent / "best.pt"
+    assert mlmd_main(["export", str(stochastic_forecaster.parent / "train" / "best.pt"), "-o", str(best)]) == 0
+    model = mlmd.load_model(best)
+    factors = model.metadata["spread_calibration"]
+    assert len(factors) == 2 and all(f > 0 for f in factors)
+    assert any(abs(f - 1.0) > 1e-3 for f in factors)  # two epochs do not calibrate the NLL by themselves
+    runs = sorted((stochastic_forecaster.parent / "runs").glob("run-*.h5"))
+    dataset = TrajectoryDataset.from_files([str(run) for run in runs], 10, 1, 4)
+    validation = dataset.split_by_run(1, 0).validation
+    masses = dict(zip(model.metadata["config"]["species"], model.metadata["config"]["masses"]))
+    sums = np.zeros(4)
+    for batch in dataset.batches(validation.tolist(), 4, torch.float64):
+        out = model.module(batch["positions"], batch["atomic_numbers"], batch["cell"], batch["pbc"], batch["batch"],
+                           batch["velocities"])
+        m = torch.tensor([masses[int(z)] for z in batch["atomic_numbers"]], dtype=torch.float64)
+        r_d = batch["positions"] + out["displacement"] - batch["target_positions"][0]
+        r_v = out["velocities"] - batch["target_velocities"][0]
+        sums += [float((r_d ** 2).sum()), 3 * float((out["displacement_spread"] ** 2).sum()),
+                 float((m[:, None] * r_v ** 2).sum()), 3 * float((m * out["velocity_spread"] ** 2).sum())]
+    assert sums[0] / sums[1] == pytest.approx(1.0, rel=1e-6)
+    assert sums[2] / sums[3] == pytest.approx(1.0, rel=1e-6)

@@ -395,3 +395,27 @@ def test_budget_is_kept_within_a_batch(data_file, tmp_path, monkeypatch):
     assert result.epoch == 1 and result.stop_reason == "budget reached"
     # one reading at the start, one after each of the 4 batches (the 4th finds 40 s > 30 s), one at the epoch's end
     assert len(readings) == 6
+
+
+def test_cpu_budget_reads_the_process_cpu_clock_not_the_wall_clock(data_file, tmp_path, monkeypatch):
+    """With budget_clock = "cpu" a wall clock racing ahead (a loaded machine) does not stop training; the
+    CPU clock does, within a batch, as the wall clock would."""
+    from mlmd.training.trainer import Trainer
+
+    cpu_readings = []
+
+    def cpu_clock():
+        cpu_readings.append(None)
+        return 10.0 * len(cpu_readings)
+
+    monkeypatch.setattr(Trainer, "clock", staticmethod(lambda: 1e9 * len(cpu_readings)))
+    monkeypatch.setattr(Trainer, "cpu_clock", staticmethod(cpu_clock))
+    config = make_config(data_file, tmp_path / "cpu-budget", epochs=5, max_time_min=0.5)
+    config["data"]["batch_size"] = 1
+    config["training"]["budget_clock"] = "cpu"
+    result = train(config, verbose=False, progress=False)
+    assert result.epoch == 1 and result.stop_reason == "budget reached"
+    assert len(cpu_readings) == 6
+    config["training"]["budget_clock"] = "process"
+    with pytest.raises(MLMDError, match="budget_clock"):
+        train(config, verbose=False, progress=False)

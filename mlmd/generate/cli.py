@@ -28,6 +28,20 @@ def _add_arguments(parser) -> None:
                         help="fraction of frames that are random displacements (default 0.1)")
     parser.add_argument("--displacement", type=float, help="standard deviation of the displacements in Å")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    robust = parser.add_argument_group(
+        "frames off the MD distribution",
+        "further kinds of frame, sharing --frames evenly with the MD frames of each configuration and temperature; "
+        "every frame's info key config_type names its kind (md, displaced-A, displaced-md-A, strained-S, "
+        "surface-HKL), e.g. for errors per kind")
+    robust.add_argument("--displacements", help="comma-separated amplitudes in Å, e.g. 0.03,0.07,0.15: one kind per "
+                        "amplitude, every coordinate displaced by a Gaussian of that standard deviation")
+    robust.add_argument("--displace-from", choices=("minimum", "md"),
+                        help="displace the relaxed minimum (default) or sampled MD frames")
+    robust.add_argument("--strain", type=float, help="random symmetric strains of MD frames, every component up "
+                        "to ± this fraction (0.03: ±3 %%); periodic systems only")
+    robust.add_argument("--surface", action="append", default=[], metavar="HKL",
+                        help="add MD frames of a slab cut along (HKL) from the system's bulk, with vacuum, "
+                        "e.g. 111 or -1,1,0; repeat for several")
     parser.add_argument("--list", action="store_true", help="list the systems and exit")
     group = parser.add_argument_group(
         "reference trajectories (--trajectory)",
@@ -50,6 +64,27 @@ def _add_arguments(parser) -> None:
     add_overwrite_option(parser)
 
 
+def _parse_amplitudes(text: Optional[str]) -> List[float]:
+    if text is None:
+        return []
+    try:
+        return [float(a) for a in text.split(",") if a.strip()]
+    except ValueError:
+        raise MLMDError(f"--displacements must be comma-separated amplitudes in Å, got {text!r}") from None
+
+
+def _check_frame_options(args) -> None:
+    """The off-distribution options make labelled frames only; --displace-from needs --displacements."""
+    given = [name for name, value in (("--displacements", args.displacements), ("--strain", args.strain),
+                                      ("--surface", args.surface), ("--displace-from", args.displace_from))
+             if value]
+    mode = "--trajectory" if args.trajectory else "--structure" if args.structure else None
+    if given and mode:
+        raise MLMDError(f"{given[0]} makes labelled frames and does not combine with {mode}; drop one of them")
+    if args.displace_from and not args.displacements:
+        raise MLMDError("--displace-from says where --displacements start; add --displacements, e.g. 0.07")
+
+
 def _parse_temperatures(text: Optional[str]) -> Optional[List[float]]:
     if text is None:
         return None
@@ -63,7 +98,8 @@ def _run(args) -> int:
     from ..io import write_frames
 
     if args.list:
-        named = [n for n in SYSTEMS if n in MOLECULE_ALIASES or n in ("argon", "lj", "al-liquid") or n.capitalize() in EMT_METALS]
+        named = [n for n in SYSTEMS if n in MOLECULE_ALIASES or n in ("argon", "lj", "al-liquid", "cuau")
+                 or n.capitalize() in EMT_METALS]
         for name in named:
             print(f"{name:15s} {SYSTEMS[name].description}")
         print(f"... and the {len(SYSTEMS) - len(named)} molecules of ASE's g2 collection by formula (e.g. ch3cooh)")
@@ -71,6 +107,7 @@ def _run(args) -> int:
     if not args.system:
         raise MLMDError("name a system to generate, e.g. `mlmd generate ethanol`; `mlmd generate --list` lists them")
     start = time.perf_counter()
+    _check_frame_options(args)
     if args.structure:
         return _write_structure(args)
     if args.trajectory:
@@ -103,6 +140,10 @@ def _run(args) -> int:
         displacement_A=args.displacement,
         seed=args.seed,
         progress=not args.quiet,
+        displacements_A=_parse_amplitudes(args.displacements),
+        displace_from=args.displace_from or "minimum",
+        strain=args.strain or 0.0,
+        surfaces=args.surface,
     )
     write_frames(output, frames)
     elapsed = time.perf_counter() - start

@@ -165,6 +165,49 @@ def _register_metals() -> None:
         )
 
 
+def alloy_configs(first: str = "Cu", second: str = "Au", seed: int = 7) -> List[Config]:
+    """A binary fcc alloy of two EMT metals (the first the majority): the ordered L1_2 ``A3B`` crystal
+    (32 atoms), disordered fcc solid solutions ``A3B`` (108 atoms) and ``AB`` (32 atoms), an ``A`` vacancy in the
+    ordered crystal, and a (111) slab of the ``AB`` solution. Lattice constants follow Vegard's law from the
+    elements' reference fcc ones; the disordered occupations are drawn with ``seed``, so the recipe is fixed."""
+    from ase.build import bulk, fcc111
+    from ase.data import atomic_numbers, reference_states
+
+    rng = np.random.default_rng(seed)
+    a_first, a_second = (reference_states[atomic_numbers[s]]["a"] for s in (first, second))
+
+    def lattice(fraction_second: float) -> float:
+        return (1.0 - fraction_second) * a_first + fraction_second * a_second
+
+    def disordered(atoms, fraction_second: float):
+        symbols = np.array([first] * len(atoms))
+        symbols[rng.permutation(len(atoms))[: int(round(fraction_second * len(atoms)))]] = second
+        atoms.set_chemical_symbols(symbols.tolist())
+        return atoms
+
+    ordered = bulk(first, "fcc", a=lattice(0.25), cubic=True)
+    ordered[0].symbol = second  # the cube corner: L1_2 A3B with B on the corners, A on the face centres
+    configs: List[Config] = [("ordered-a3b", ordered.repeat((2, 2, 2)))]
+    configs.append(("disordered-a3b", disordered(bulk(first, "fcc", a=lattice(0.25), cubic=True).repeat((3, 3, 3)),
+                                                 0.25)))
+    configs.append(("disordered-ab", disordered(bulk(first, "fcc", a=lattice(0.5), cubic=True).repeat((2, 2, 2)),
+                                                0.5)))
+    vacancy = ordered.repeat((2, 2, 2))
+    del vacancy[1]
+    configs.append(("vacancy", vacancy))
+    slab = disordered(fcc111(first, size=(3, 3, 4), a=lattice(0.5), vacuum=6.0, periodic=True), 0.5)
+    slab.info.pop("adsorbate_info", None)  # ASE's slab bookkeeping; extended XYZ cannot hold it
+    configs.append(("surface-111", slab))
+    return configs
+
+
+def _register_alloys() -> None:
+    register_system("cuau", SystemRecipe(
+        build=lambda: alloy_configs("Cu", "Au"), calculator="emt", timestep_fs=2.0, temperatures_K=(300.0, 900.0),
+        stride=10, displacement_A=0.08,
+        description="Cu-Au alloy: ordered Cu3Au, disordered Cu3Au and CuAu, a vacancy, a (111) surface (EMT)"))
+
+
 def liquid_metal_configs(symbol: str, rattle_A: float = 0.6) -> List[Config]:
     """108 atoms (3x3x3 cubic fcc cells at the EMT lattice constant, periodic) with every atom displaced
     by a seeded Gaussian of ``rattle_A`` Å per component: a disordered start that melts within the first
@@ -180,6 +223,37 @@ def _register_liquid_metals() -> None:
     register_system("al-liquid", SystemRecipe(
         build=lambda: liquid_metal_configs("Al"), calculator="emt", timestep_fs=2.0, temperatures_K=(1000.0,),
         stride=10, displacement_A=0.08, description="liquid Al, 108 atoms at the fcc density, 1000 K (EMT)"))
+
+
+def parse_miller(text: str) -> Tuple[int, int, int]:
+    """Miller indices from ``"111"`` or ``"1,1,0"`` (``"-1,1,0"`` for negative ones)."""
+    parts = text.split(",") if "," in text else list(text)
+    try:
+        indices = tuple(int(p) for p in parts)
+    except ValueError:
+        indices = ()
+    if len(indices) != 3 or not any(indices):
+        raise ValueError(f"surface {text!r} is not three Miller indices; write e.g. 111, 100 or -1,1,0")
+    return indices  # type: ignore[return-value]
+
+
+def slab_from_bulk(atoms, miller: Tuple[int, int, int], vacuum_A: float = 6.0, thickness_A: float = 7.0):
+    """A slab of ``atoms`` (a periodic bulk cell) cut along the plane ``miller`` of its cell vectors,
+    with ``vacuum_A`` Å of vacuum on each side and periodic in all three directions (the vacuum
+    separates the images). The smallest number of repeats of the cell along the normal that makes
+    the slab at least ``thickness_A`` Å thick (atom centres) is used."""
+    from ase.build import surface
+
+    if not atoms.pbc.all():
+        raise ValueError("a slab can only be cut from a bulk cell periodic in all three directions")
+    for layers in range(1, 40):
+        slab = surface(atoms, miller, layers, vacuum=vacuum_A, periodic=True)
+        heights = slab.positions @ np.cross(slab.cell[0], slab.cell[1]) / np.linalg.norm(
+            np.cross(slab.cell[0], slab.cell[1]))
+        if heights.max() - heights.min() >= thickness_A:
+            break
+    slab.info.clear()
+    return slab
 
 
 # --- Lennard-Jones -----------------------------------------------------------
@@ -212,6 +286,7 @@ def _register_lj() -> None:
 _register_molecules()
 _register_metals()
 _register_liquid_metals()
+_register_alloys()
 _register_lj()
 
 

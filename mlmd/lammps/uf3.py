@@ -113,6 +113,11 @@ def spline_potential(model):
     config = model.metadata.get("config")
     if config is None:
         raise MLMDError("this spline model file lacks its constructor config; re-export it with `mlmd export`")
+    if config.get("repulsion", "none") != "none":
+        # pair_style uf3 has no term for the model's short-range prior: the file would silently lack it.
+        raise MLMDError(f"this spline model adds the {config['repulsion']!r} repulsion prior, which pair_style uf3 "
+                        "cannot hold; export it with --format metatomic (pair_style metatomic) or run it "
+                        "through fix external (mlmd.lammps.run_external)")
     module = FAMILIES["spline"].from_config(config).double()
     weights = model.module.state_dict()  # a TorchScript module lists its non-persistent buffers too
     missing = sorted(set(module.state_dict()) - set(weights))

@@ -1,4 +1,4 @@
-"""Saddle-point searches: GP-dimer, OT-GP-dimer and the classical dimer (``mlmd.saddle.search``).
+"""Saddle-point searches: GP-dimer, OT-GP-dimer, the classical dimer, P-RFO and GP-P-RFO (``mlmd.saddle.search``).
 
 Layout: ``settings`` (:class:`SaddleSettings`, validated in one place),
 ``search`` (the :func:`search` facade and :class:`SaddleResult`), ``methods``
@@ -6,7 +6,10 @@ Layout: ``settings`` (:class:`SaddleSettings`, validated in one place),
 ``optimizer`` (the GP-dimer as an ASE optimizer, :class:`GPDimerOptimizer`),
 ``trust_region``, ``gp`` and ``kernel`` (the Gaussian process and its
 kernel), ``distance`` (optimal-transport distance, pruning), ``dimer`` (the
-classical dimer), ``start`` and ``true_surface`` (what a search starts from
+classical dimer), ``prfo`` and ``gp_prfo`` (partitioned rational-function
+optimisation on the true surface and on the GP), ``internal`` (redundant
+internal coordinates), ``verify`` and ``curvature`` (the checks before a
+saddle is called one), ``start`` and ``true_surface`` (what a search starts from
 and evaluates), ``relax``, ``report``, ``batch``, ``cli``, ``surfaces`` (model
 surfaces for tests).
 """

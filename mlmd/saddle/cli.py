@@ -30,7 +30,7 @@ each failed check on stderr."""
 def _add_arguments(parser) -> None:
     import argparse
 
-    from .settings import SaddleSettings
+    from .settings import COORDINATE_CHOICES, SaddleSettings
 
     defaults = SaddleSettings()
     parser.epilog = EPILOG
@@ -39,10 +39,11 @@ def _add_arguments(parser) -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--model", help="an exported mlmd model (MODEL.pt)")
     source.add_argument("--calculator", help="emt, lj, morse, gfn2 or any calculator registered with ASE")
-    from .methods import METHODS
+    from .methods import AUTO, METHODS
 
-    parser.add_argument("--method", default="gp-dimer", choices=list(METHODS),
-                        help="search method (default gp-dimer)")
+    parser.add_argument("--method", default=AUTO, choices=[AUTO, *METHODS],
+                        help="search method (default auto: gp-p-rfo for a free molecule, else p-rfo): " + "; ".join(
+                            f"{name}: {method.summary}" for name, method in METHODS.items() if method.summary))
     parser.add_argument("--mode", default="random",
                         help="initial mode: FILE (N x 3, numpy.loadtxt), 'random' or 'displacement' (default random)")
     parser.add_argument("--displace", type=float, default=0.0, metavar="SIGMA_A",
@@ -63,6 +64,9 @@ def _add_arguments(parser) -> None:
     parser.add_argument("--device", default="auto", help="torch device for the GP and model: auto, cpu, cuda")
     parser.add_argument("--initial-rotations", type=int, help="GP rotations checked by true image evaluations before "
                         "the first step (default 5 for a random or displacement mode, 0 for a mode file)")
+    parser.add_argument("--coordinates", default=defaults.coordinates, choices=COORDINATE_CHOICES,
+                        help="p-rfo, gp-p-rfo: internal (molecules only), cartesian, or auto: internal for a "
+                        "molecule with every atom free and no periodic cell, else cartesian (default auto)")
     parser.add_argument("--no-prune", action="store_true", help="ot-gp-dimer: fit hyperparameters on all data")
     cost = parser.add_argument_group("cost of the GP (gp-dimer, ot-gp-dimer)")
     cost.add_argument("--refit-every", type=int, default=defaults.gp_refit_every, metavar="K",
@@ -94,8 +98,8 @@ def _add_arguments(parser) -> None:
     verify.add_argument("--max-displacement", type=float, default=defaults.max_displacement_A, metavar="A",
                         help=f"largest atom displacement from the start (default {defaults.max_displacement_A} Å)")
     verify.add_argument("--min-mode-overlap", type=float, default=defaults.min_mode_overlap,
-                        help="smallest |cos| between the final mode and a given --mode FILE (default "
-                        f"{defaults.min_mode_overlap})")
+                        help="smallest |cos| between the final mode and a given --mode FILE before a warning "
+                        f"(default {defaults.min_mode_overlap})")
     parser.add_argument("-o", "--output", help="saddle structure file (default START_saddle.xyz)")
     parser.add_argument("--mode-output", help="mode file (default START_saddle_mode.txt)")
     parser.add_argument("--json", help="JSON summary file")
@@ -154,7 +158,8 @@ def _settings(args):
                               max_barrier_eV=args.max_barrier, max_displacement_A=args.max_displacement,
                               min_mode_overlap=args.min_mode_overlap, gp_refit_every=args.refit_every,
                               gp_refit_iterations=args.refit_iterations,
-                              gp_refit_error_factor=args.refit_error_factor, gp_incremental=not args.no_incremental)
+                              gp_refit_error_factor=args.refit_error_factor, gp_incremental=not args.no_incremental,
+                              coordinates=args.coordinates)
     return settings.validate()
 
 
@@ -239,4 +244,4 @@ def _search(args, settings) -> int:
 
 COMMAND = Command(name="saddle", add_arguments=_add_arguments, run=_run,
                   example="mlmd saddle start.xyz --calculator emt --method ot-gp-dimer --json saddle.json --relax",
-                  help="find a saddle point (GP-dimer, OT-GP-dimer or dimer) from a starting structure")
+                  help="find a saddle point (GP-dimer, OT-GP-dimer, dimer, P-RFO or GP-P-RFO) from a starting structure")

@@ -65,6 +65,27 @@ def gp_threads(device: str):
         torch.set_num_threads(threads)
 
 
+def update_gp(gp, settings, numbers) -> float:
+    """Bring ``gp`` up to date with its data by the refit policy of ``settings``; returns the seconds spent.
+
+    Hyperparameters are refitted (warm-started; 60 L-BFGS iterations the first
+    time, ``gp_refit_iterations`` after; on a pruned subset when ``prune``)
+    when :meth:`~mlmd.saddle.gp.GaussianProcess.needs_refit` says so, else
+    the Cholesky factor grows by the new points.
+    """
+    from .distance import pruned_subset  # scipy loads on first use
+
+    start = time.perf_counter()
+    if gp.needs_refit(settings.gp_refit_every, settings.gp_refit_error_factor):
+        subset = None
+        if settings.prune and len(gp) > settings.prune_size:
+            subset = pruned_subset(np.array(gp.X), numbers, settings.prune_size, settings.prune_newest)
+        gp.fit(subset=subset, max_iterations=None if gp.fits == 0 else settings.gp_refit_iterations)
+    else:
+        gp.refresh()
+    return time.perf_counter() - start
+
+
 class GPDimer:
     """One GP-dimer search on ``surface`` (a :class:`~mlmd.saddle.true_surface.TrueSurface`).
 
@@ -117,19 +138,7 @@ class GPDimer:
         return energy, gradient
 
     def _fit(self):
-        from .distance import pruned_subset  # scipy loads on first use
-
-        s = self.settings
-        start = time.perf_counter()
-        if self.gp.needs_refit(s.gp_refit_every, s.gp_refit_error_factor):
-            subset = None
-            if s.prune and len(self.gp) > s.prune_size:
-                subset = pruned_subset(np.array(self.gp.X), self.numbers, s.prune_size, s.prune_newest)
-            first = self.gp.fits == 0
-            self.gp.fit(subset=subset, max_iterations=None if first else s.gp_refit_iterations)
-        else:
-            self.gp.refresh()
-        self.gp_seconds += time.perf_counter() - start
+        self.gp_seconds += update_gp(self.gp, self.settings, self.numbers)
 
     def _gp_surface(self, x):
         energy, gradient = self.gp.predict(x)

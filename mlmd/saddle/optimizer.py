@@ -28,7 +28,7 @@ from ase.optimize.optimize import DEFAULT_MAX_STEPS, OptimizableAtoms, Optimizer
 
 from ..errors import MLMDError
 from .gp_dimer import gp_threads, resolve_torch_device
-from .methods import METHODS
+from .methods import AUTO, METHODS
 from .settings import SaddleSettings, SettingsError
 from .start import prepare_start
 from .true_surface import TrueSurface
@@ -92,7 +92,9 @@ class GPDimerOptimizer(Optimizer):
 
     def __init__(self, atoms, settings: Optional[SaddleSettings] = None, max_calls: Optional[int] = None,
                  logfile="-", trajectory=None, append_trajectory: bool = False, **kwargs):
-        settings = (settings if settings is not None else SaddleSettings()).validate()
+        settings = (settings if settings is not None else SaddleSettings(method="gp-dimer")).validate()
+        if settings.method == AUTO:  # the search default; this optimizer steps a GP-dimer
+            settings = settings.replace(method="gp-dimer")
         method = METHODS[settings.method]
         if method.stepper is None:
             steppers = [name for name, m in METHODS.items() if m.stepper is not None]

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import MLMDError
 from .gp_dimer import resolve_torch_device
-from .methods import METHODS, MethodOutcome
+from .methods import AUTO, METHODS, MethodOutcome, auto_method
 from .relax import relax_both_sides
 from .settings import SaddleSettings
 from .start import SearchStart, prepare_start, resolve_calculator
@@ -111,7 +111,7 @@ class SaddleResult:
         return out
 
 
-def search(atoms, calculator=None, model=None, method: str = "gp-dimer", mode: Union[str, np.ndarray] = "random",
+def search(atoms, calculator=None, model=None, method: str = "auto", mode: Union[str, np.ndarray] = "random",
            fmax: float = 0.01, max_calls: int = SaddleSettings.max_calls, fixed: Optional[Sequence[int]] = None,
            displace_A: float = 0.0, displace_atoms: Optional[Sequence[int]] = None, seed: int = 0,
            separation_A: float = 0.01, max_step_A: Optional[float] = None, relax: bool = False,
@@ -151,10 +151,12 @@ def search_with_settings(atoms, settings: SaddleSettings, calculator=None, model
     """Run the search that ``settings`` describe from ``atoms`` (see :func:`search` for the potential)."""
     wall_start = time.perf_counter()
     settings.validate()
+    start = prepare_start(atoms, settings)
+    if settings.method == AUTO:
+        settings = settings.replace(method=auto_method(start.atoms, start.free))
     method = METHODS[settings.method]
     # one device for the GP and an mlmd model: 'auto' is resolved once, here
     settings = method.resolve(settings).replace(device=resolve_torch_device(settings.device))
-    start = prepare_start(atoms, settings)
     calc = resolve_calculator(calculator, model, device=settings.device, atoms=atoms)
     surface = TrueSurface(start.atoms, calc, start.free, max_failures=settings.max_failures)
     say = log or (lambda text: None)

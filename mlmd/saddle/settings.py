@@ -20,6 +20,9 @@ from ..errors import MLMDError
 #: the initial-mode names a search understands besides an explicit [n, 3] array
 MODE_NAMES = ("random", "displacement")
 
+#: the coordinates P-RFO may work in (``auto``: internal for a molecule, else Cartesian)
+COORDINATE_CHOICES = ("auto", "cartesian", "internal")
+
 #: GP rotations checked by true image evaluations before the first step, for a random or displacement mode
 DEFAULT_INITIAL_ROTATIONS = 5
 
@@ -32,7 +35,8 @@ class SettingsError(MLMDError, ValueError):
 class SaddleSettings:
     """Every knob of a saddle search, with the defaults of :func:`mlmd.saddle.search`.
 
-    ``method``: a name registered in :data:`mlmd.saddle.METHODS`. ``mode``: an
+    ``method``: a name registered in :data:`mlmd.saddle.METHODS`, or ``auto``
+    (:func:`mlmd.saddle.methods.auto_method`: GP-P-RFO for a free molecule, else P-RFO). ``mode``: an
     [n_atoms, 3] or [n_free, 3] array, ``'random'`` or ``'displacement'``.
     ``fmax`` (eV/Å): convergence threshold on the largest per-atom gradient;
     ``max_calls``: budget of true evaluations (relaxation calls are counted
@@ -68,9 +72,14 @@ class SaddleSettings:
     factor grows by block rows when ``gp_incremental``. ``gp_refit_every=1,
     gp_refit_iterations=60, gp_refit_error_factor=0, gp_incremental=False``
     is the policy before issue 17 (a full refit at every outer iteration).
+
+    ``coordinates`` (``p-rfo``, ``gp-p-rfo``): ``internal`` (redundant
+    internal coordinates, :mod:`mlmd.saddle.internal`; only for a molecule:
+    every atom free, no periodic cell), ``cartesian``, or ``auto`` (internal
+    for a molecule, else Cartesian).
     """
 
-    method: str = "gp-dimer"
+    method: str = "auto"
     mode: Union[str, np.ndarray, None] = "random"
     fmax: float = 0.01
     max_calls: int = 200
@@ -108,6 +117,7 @@ class SaddleSettings:
     gp_refit_iterations: int = 10
     gp_refit_error_factor: float = 3.0
     gp_incremental: bool = True
+    coordinates: str = "auto"
 
     def replace(self, **changes) -> "SaddleSettings":
         """A copy with ``changes`` applied (not validated; call :meth:`validate`)."""
@@ -127,10 +137,10 @@ class SaddleSettings:
 
     def validate(self) -> "SaddleSettings":
         """Check every setting; raise :class:`SettingsError` naming the first bad one. Returns ``self``."""
-        from .methods import METHODS
+        from .methods import AUTO, METHODS
 
-        if self.method not in METHODS:
-            raise SettingsError(f"unknown method {self.method!r}: use one of {', '.join(METHODS)}")
+        if self.method not in METHODS and self.method != AUTO:
+            raise SettingsError(f"unknown method {self.method!r}: use one of {AUTO}, {', '.join(METHODS)}")
         if isinstance(self.mode, str) and self.mode not in MODE_NAMES:
             raise SettingsError(f"unknown mode {self.mode!r}: give an N x 3 array (a file numpy.loadtxt reads), "
                                 "'random' or 'displacement'")
@@ -167,6 +177,9 @@ class SaddleSettings:
                 raise SettingsError(f"{name} must be an integer >= {least}; got {getattr(self, name)!r}")
         if self.initial_rotations is not None and not _integer(self.initial_rotations, 0):
             raise SettingsError(f"initial_rotations must be an integer >= 0; got {self.initial_rotations!r}")
+        if self.coordinates not in COORDINATE_CHOICES:
+            raise SettingsError(f"coordinates must be one of {', '.join(COORDINATE_CHOICES)}; "
+                                f"got {self.coordinates!r}")
         if not isinstance(self.device, str) or not self.device:
             raise SettingsError(f"device must be 'auto', 'cpu' or 'cuda'; got {self.device!r}")
         from ..model import check_device

@@ -26,7 +26,7 @@ each as a :class:`Check` (``ok``, a value, the threshold, a one-line
   removing a rigid motion when rigid motions are projected) at most
   ``max_displacement_A``; the RMS displacement is reported too;
 - ``mode_overlap``: ``|cos|`` between the final mode and the requested one
-  at least ``min_mode_overlap`` (only when a mode was given).
+  at least ``min_mode_overlap`` (only when a mode was given; a warning, not a failure).
 """
 
 from dataclasses import asdict, dataclass, field
@@ -140,11 +140,21 @@ def _label(atoms, i) -> str:
     return f"{atoms[i].symbol}{i}"
 
 
+#: a bond of the start counts as kept at the end up to this many times its covalent length
+TRANSITION_BOND_FACTOR = 1.35
+
+
 def graph_checks(start, end, settings) -> List[Check]:
     """``fragments`` and ``bond_stretch`` of ``end`` against ``start`` (same atoms, positions in Å)."""
     from ase.data import covalent_radii
 
-    before, after = bonds(start, settings.bond_factor), bonds(end, settings.bond_factor)
+    before = bonds(start, settings.bond_factor)
+    # A start bond still within TRANSITION_BOND_FACTOR x its covalent length is half-broken, not broken: at a
+    # saddle the bonds being exchanged sit there (malonaldehyde's transferring proton is 1.24x from both O).
+    radii = covalent_radii[end.numbers]
+    kept = {(i, j) for i, j in before
+            if end.get_distance(i, j, mic=True) <= TRANSITION_BOND_FACTOR * (radii[i] + radii[j])}
+    after = bonds(end, settings.bond_factor) | kept
     n_before, n_after = fragment_count(len(start), before), fragment_count(len(end), after)
     broken = sorted(before - after)
     formed = sorted(after - before)
@@ -257,9 +267,12 @@ def verify_saddle(surface, start, x, mode, energy: float, gradient: Optional[np.
     if settings.mode_is_given:
         overlap = abs(float(np.asarray(mode) @ start.mode)) / np.linalg.norm(mode)
         ok = overlap >= settings.min_mode_overlap
+        # A warning only: a guessed mode (a product-minus-reactant chord, say) can overlap the true saddle's
+        # curved-path tangent weakly; the intended HCN -> HNC saddle gave |cos| 0.13-0.27 (scripts/evaluate_saddle.py).
         out.checks.append(Check("mode_overlap", bool(ok), overlap, settings.min_mode_overlap,
                                 f"final mode overlaps the requested one by |cos| {overlap:.2f}"
-                                + ("" if ok else " (probably another saddle)")))
+                                + ("" if ok else " (perhaps another saddle, or the requested mode was a rough "
+                                   "guess)"), fatal=False))
     out.calls = surface.calls - calls_before
     return out
 

@@ -11,7 +11,12 @@ and ``best_metric``; then, by kind:
   numpy and python generator states), ``best_epoch``, ``bad_epochs``, ``history``:
   everything an exact resume needs;
 - ``"best"`` (``best.pt``, written when the validation loss improves): ``ema`` (the
-  EMA weights of that epoch) and ``metrics`` (its row of ``metrics.csv``).
+  EMA weights of that epoch) and ``metrics`` (its row of ``metrics.csv``). A snapshot
+  (``snapshot-<M>min.pt``, ``training.snapshot_minutes``) is a ``"best"`` checkpoint of
+  the best weights when the budget clock passed ``M`` minutes, plus ``snapshot``: the mark
+  ``minutes``, ``budget_clock``, ``budget_s`` (seconds trained on that clock, all
+  invocations), ``cpu_s`` and ``wall_s`` (process CPU and wall seconds of this invocation's
+  training) and ``epochs`` (epochs done).
 """
 
 import os
@@ -25,6 +30,11 @@ CHECKPOINT_FORMAT = "mlmd-checkpoint"
 CHECKPOINT_VERSION = 1
 CHECKPOINT_FILE = "checkpoint.pt"
 BEST_FILE = "best.pt"
+
+
+def snapshot_file(minutes: float) -> str:
+    """The file name of the snapshot at ``minutes`` on the budget clock: ``snapshot-5min.pt``, ``snapshot-0.5min.pt``"""
+    return f"snapshot-{minutes:g}min.pt"
 
 
 def build_checkpoint(kind: str, *, family: str, model_config: Mapping[str, Any], config: Mapping[str, Any],

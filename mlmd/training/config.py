@@ -28,11 +28,31 @@ objective (:mod:`mlmd.training.objectives`); the shared ones are
     force_weight = 10.0
     stress_weight = 1.0
     ema_decay = 0.99
-    lr_factor = 0.5              # ReduceLROnPlateau on the validation loss
-    lr_patience = 10
-    min_lr = 0.0
+    lr_schedule = "plateau"      # lr of each step = w(e) s(p) at progress p = min(1, max(e/epochs, t/budget)),
+                                 # e epochs done (fractional, per step), t time trained (mlmd.training.schedules):
+                                 # "plateau": s *= lr_factor after lr_patience epochs without a better validation
+                                 # loss; "cosine": s = min_lr + (lr0 - min_lr)(1 + cos(pi p))/2;
+                                 # "exponential": s = lr0 (min_lr/lr0)^p; "constant": s = lr0
+    lr_factor = 0.5              # plateau only
+    lr_patience = 10             # plateau only
+    min_lr = 0.0                 # floor of plateau, end point of cosine and exponential (never scaled)
+    warmup_epochs = 0            # linear warm-up w(e) = f0 + (1 - f0) min(1, e/warmup_epochs); 0: w = 1
+    warmup_start_factor = 0.1    # f0: the first step's lr is f0 lr0
+    lr_scaling = "none"          # lr0 = lr (B/B_ref)^a with a = 0 ("none"), 1/2 ("sqrt"), 1 ("linear"),
+    reference_batch_size = 8     # B_ref; B = data.batch_size * processes
+    stage_two_fraction = 0.8     # default none (one stage); steps at progress p >= 0.8 use the stage_two_* loss
+                                 # weights (MACE's second stage) and best.pt holds the best stage-two weights
+    stage_two_lr = 0.0001        # default none (the schedule goes on); else the constant lr of stage two
+    stage_two_energy_weight = 100.0  # stage-two w_E; the default none of the next two keeps the stage-one weight
+    stage_two_force_weight = 10.0
+    stage_two_stress_weight = 1.0
     early_stopping_patience = 30
-    max_time_min = 60            # wall-clock budget of this invocation, checked after each epoch
+    max_time_min = 60            # time budget of this invocation, checked after each batch
+    budget_clock = "wall"        # or "cpu": the process's CPU time (user + system), fair on a shared machine
+    snapshot_minutes = [5, 20]   # default none; when the budget clock passes each mark (minutes trained, all
+                                 # invocations) the epoch ends there, is validated, and the best EMA weights so
+                                 # far go to snapshot-5min.pt, snapshot-20min.pt (what best.pt would hold had
+                                 # the budget been that mark; `mlmd export` reads them)
     num_threads = 1              # torch CPU threads; 1 wins whenever other work shares the cores
     grad_clip_norm = 10.0
     seed = 0
@@ -55,12 +75,22 @@ frames ``interval_steps`` apart instead; its ``[data]`` and ``[training]``::
     test_runs = 0
     batch_size = 8
 
-    [training]                       # every key above except the energy/force/stress weights, plus
+    [training]                       # every key above but the E/F/S weights (stage two sets the lr only), plus
     displacement_weight = 1.0        # L = w_d MSE(x/s_d) + w_v MSE(v/s_v) per step (normalised targets)
     velocity_weight = 1.0
     rollout_steps = 1                # k > 1: unroll k calls on predictions, backpropagate through all
     rollout_weight = 1.0             # weight of steps 2..k
     time_reversal = false            # train also on reversed pairs (x', -v') -> (x, -v)
+
+The ``symmetry`` objective (family ``transformer``, whose rotational symmetry is learned) takes every key
+of the ``potential`` objective plus::
+
+    [training]
+    symmetry = "learned"             # "plain", "augment" (every batch randomly rotated) or "learned" (TransIP)
+    contrastive_weight = 0.1         # learned: L = (L_EF(x) + L_EF(R x)) / 2 + w_c InfoNCE
+    contrastive_temperature = 0.1
+    reflections = true               # random rotations from O(3) (false: SO(3))
+    equivariance_rotations = 4       # rotations per validation frame in the rotation error measured at the end
 
 A schema maps ``section -> key -> (default, check, example)``: ``check(value)``
 returns an error text or None, and the example goes into the error message.
@@ -75,6 +105,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Union
 
 from ..errors import InputFileError, MLMDError
 from .objectives import objective_class
+from .schedules import LR_SCALING, SCHEDULES
 
 # The default of a key that has none: the config must set it.
 REQUIRED = object()
@@ -116,6 +147,21 @@ def string(choices=None) -> Check:
     return check
 
 
+def minutes_list(value) -> Optional[str]:
+    """Check of ``training.snapshot_minutes``: null or a list of distinct positive numbers (minutes)."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value:
+        return f"must be a non-empty list of minutes or null, got {value!r}"
+    for item in value:
+        problem = number(0, strict_min=True)(item)
+        if problem:
+            return f"entries {problem}"
+    if len(set(value)) != len(value):
+        return f"must not repeat a mark, got {value!r}"
+    return None
+
+
 def device(value) -> Optional[str]:
     """Check of ``training.device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
     if not isinstance(value, str):
@@ -142,12 +188,21 @@ TRAINING_SCHEMA: Dict[str, tuple] = {
     "lr": (1e-3, number(0, strict_min=True), "0.001"),
     "weight_decay": (0.0, number(0), "0.0"),
     "ema_decay": (0.99, number(0, 1, strict_max=True), "0.99 (0 turns the average off)"),
+    "lr_schedule": ("plateau", lambda value: string(tuple(SCHEDULES))(value), '"cosine"'),
     "lr_factor": (0.5, number(0, 1, strict_min=True, strict_max=True), "0.5"),
     "lr_patience": (10, number(0, integer=True), "10"),
     "min_lr": (0.0, number(0), "1e-6"),
+    "warmup_epochs": (0, number(0), "2 (0: no warm-up)"),
+    "warmup_start_factor": (0.1, number(0, 1), "0.1"),
+    "lr_scaling": ("none", string(tuple(LR_SCALING)), '"sqrt"'),
+    "reference_batch_size": (8, number(1, integer=True), "8"),
+    "stage_two_fraction": (None, number(0, 1, optional=True), "0.8 (null: no stage two)"),
+    "stage_two_lr": (None, number(0, strict_min=True, optional=True), "1e-4 (null: the schedule goes on)"),
     "early_stopping_patience": (30, number(1, integer=True, optional=True), "30 (null turns it off)"),
     "num_threads": (None, number(1, integer=True, optional=True), "1 (null: torch's default)"),
     "max_time_min": (None, number(0, strict_min=True, optional=True), "60 (null: no limit)"),
+    "budget_clock": ("wall", string(("wall", "cpu")), '"wall" ("cpu": this process\'s CPU time)'),
+    "snapshot_minutes": (None, minutes_list, "[5, 20, 60] (null: no snapshots)"),
     "grad_clip_norm": (10.0, number(0, strict_min=True, optional=True), "10.0 (null turns it off)"),
     "seed": (0, number(0, integer=True), "0"),
     "dtype": ("float64", string(("float32", "float64")), '"float64"'),
@@ -220,6 +275,17 @@ def _section_values(given: Any, keys: Mapping[str, tuple], section: str, source:
     return values
 
 
+def check_schedule(training: Mapping[str, Any], source: str) -> None:
+    """Checks across the schedule's keys: a decay needs an end point below its start."""
+    name, low = training["lr_schedule"], training["min_lr"]
+    if name == "exponential" and low <= 0:
+        raise MLMDError(f"{source}: training.min_lr must be > 0 for lr_schedule = \"exponential\" (it decays to "
+                        f"min_lr), got {low!r}; set e.g. min_lr = 1e-5")
+    if name in ("cosine", "exponential") and low > training["lr"]:
+        raise MLMDError(f"{source}: training.min_lr ({low!r}) is above training.lr ({training['lr']!r}); "
+                        f"lr_schedule = {name!r} decays from lr to min_lr: lower min_lr")
+
+
 def validate_config(config: Mapping[str, Any], base: Union[str, os.PathLike, None] = None,
                     source: str = "config") -> Dict[str, Any]:
     """Check a config, fill in defaults and make paths absolute (relative to ``base``).
@@ -239,6 +305,7 @@ def validate_config(config: Mapping[str, Any], base: Union[str, os.PathLike, Non
     result: Dict[str, Any] = {section: _section_values(config.get(section, {}), keys, section, source)
                               for section, keys in objective.schema().items()}
     objective.finish_config(result, base, source)
+    check_schedule(result["training"], source)
     result["output"]["directory"] = str((base / result["output"]["directory"]).resolve())
 
     model = config.get("model")

@@ -10,9 +10,10 @@ checkpoints, ``summary.json`` and export are the trainer's, the same for all.
 
 - ``gradient``: AdamW over the shuffled, sharded training batches; gradient
   clipping by total norm; the EMA is updated after every step. When the
-  wall-clock budget (``training.max_time_min``) is spent the epoch ends after the
-  current batch; it is validated and checkpointed as a whole epoch, and
-  ``--resume`` continues with the next one.
+  time budget (``training.max_time_min``) is spent, or a snapshot mark
+  (``training.snapshot_minutes``) is passed, the epoch ends after the current
+  batch; it is validated and checkpointed as a whole epoch, and ``--resume``
+  continues with the next one.
 - ``closed_form``: for a family whose energy is linear in its parameters (the
   ``spline`` family). Epoch 1 calls the model's
   ``fit_linear(batches, energy_weight=, force_weight=)`` once on every training frame
@@ -86,9 +87,9 @@ class GradientStrategy:
                                        torch.tensor(float(frames), dtype=torch.float64, device=trainer.device)])
                 bar.update(1)
                 bar.set_postfix(loss=f"{float(loss.detach()):.3g}")
-                if trainer.out_of_time():
-                    trainer.log(f"epoch {epoch} ends after {bar.n} of {bar.total} batches: the "
-                                f"{training['max_time_min']} min budget is spent")
+                reason = trainer.epoch_must_end()
+                if reason:
+                    trainer.log(f"epoch {epoch} ends after {bar.n} of {bar.total} batches: {reason}")
                     break
         finally:
             bar.close()

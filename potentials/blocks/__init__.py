@@ -10,6 +10,8 @@
   family and the ``forecaster``.
 - :mod:`.readout`: per-species reference energies and the per-layer energy readouts.
 - :mod:`.gaunt`: the Gaunt tensor product through a sphere grid and its grid matrices.
+- :mod:`.repulsion`: short-range repulsion priors (``none``, switched ``zbl``) that every potential
+  adds to its learned energy through :class:`potentials.base.Potential`.
 
 The package imports nothing itself; import the module that holds the block.
 """

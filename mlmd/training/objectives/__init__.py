@@ -9,6 +9,8 @@ early stopping, checkpoints, exact resume, time budget, threads, DDP, export)
 is the trainer's and shared.
 
 - ``potential`` (:mod:`.potential`): energies, forces and stress of labelled frames;
+- ``symmetry`` (:mod:`.symmetry`, family ``transformer``): the same frames for a family whose
+  rotational symmetry is learned: plain, rotation augmentation, or TransIP's learned equivariance;
 - ``trajectory`` (:mod:`.trajectory`, family ``forecaster``): pairs of reference MD
   frames ``interval_steps`` apart.
 
@@ -28,6 +30,7 @@ OBJECTIVES: Dict[str, Any] = {}
 
 # Objectives shipped with mlmd: name -> module that registers it when imported.
 BUILTIN_OBJECTIVES = {"potential": "mlmd.training.objectives.potential",
+                      "symmetry": "mlmd.training.objectives.symmetry",
                       "trajectory": "mlmd.training.objectives.trajectory"}
 
 
@@ -118,6 +121,15 @@ class Objective:
 
     def metrics(self, sums) -> Dict[str, float]:
         raise NotImplementedError
+
+    def calibration_sums(self, module, indices, batch_size: int, dtype, device):
+        """Sums (a tensor, reduced over ranks by the caller) that :meth:`calibrate` turns into model settings,
+        or None when the model has nothing to calibrate after training (the default)."""
+        return None
+
+    def calibrate(self, module, sums) -> Dict[str, Any]:
+        """Model settings (``model_config`` keys, also set on ``module``) fitted from ``calibration_sums``."""
+        return {}
 
     @staticmethod
     def describe(metrics: Mapping[str, float]) -> str:

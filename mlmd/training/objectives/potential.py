@@ -1,6 +1,7 @@
 """The ``potential`` objective: energies, forces and stress of labelled frames (extended XYZ).
 
-Loss of a batch of ``B`` frames, weights from ``[training]``::
+Loss of a batch of ``B`` frames, weights from ``[training]`` (in stage two, ``stage_two_energy_weight``,
+``stage_two_force_weight`` and ``stage_two_stress_weight`` where set; see :mod:`mlmd.training.schedules`)::
 
     L = w_E mean_frames((E_pred - E) / n_atoms)^2 + w_F mean_components(F_pred - F)^2
         + w_S mean_components(sigma_pred - sigma)^2     (frames with a stress label only)
@@ -22,7 +23,7 @@ METRIC_COLUMNS = [
     "epoch", "lr", "train_loss", "val_loss",
     "val_energy_mae_meV_per_atom", "val_energy_rmse_meV_per_atom",
     "val_force_mae_meV_per_A", "val_force_rmse_meV_per_A",
-    "val_stress_mae_meV_per_A3", "time_s",
+    "val_stress_mae_meV_per_A3", "time_s", "stage", "energy_weight", "force_weight", "stress_weight",
 ]
 
 SCHEMA: Dict[str, Dict[str, tuple]] = {
@@ -38,6 +39,10 @@ SCHEMA: Dict[str, Dict[str, tuple]] = {
         "energy_weight": (1.0, number(0), "1.0"),
         "force_weight": (10.0, number(0), "10.0"),
         "stress_weight": (1.0, number(0), "1.0"),
+        # Stage two (training.stage_two_fraction, mlmd.training.schedules): null keeps the stage-one weight.
+        "stage_two_energy_weight": (100.0, number(0, optional=True), "100.0 (null: keep energy_weight)"),
+        "stage_two_force_weight": (None, number(0, optional=True), "10.0 (null: keep force_weight)"),
+        "stage_two_stress_weight": (None, number(0, optional=True), "1.0 (null: keep stress_weight)"),
     },
     "output": OUTPUT_SCHEMA,
 }
@@ -165,7 +170,8 @@ class PotentialObjective(Objective):
         if len(self.split.train) == 0:
             raise MLMDError(f"the training split of {data['path']} ({len(self.dataset)} frames) is empty; "
                             "lower data.validation_fraction and data.test_fraction or add frames")
-        self.use_stress = self.weights["stress"] > 0 and any("stress" in lab for lab in self.dataset.labels)
+        stress_weights = (self.weights["stress"], self.config["training"]["stage_two_stress_weight"] or 0.0)
+        self.use_stress = max(stress_weights) > 0 and any("stress" in lab for lab in self.dataset.labels)
 
     def build_model(self, model_section: Mapping[str, Any], indices: Sequence[int]):
         return model_from_dataset(model_section, self.dataset, indices)
