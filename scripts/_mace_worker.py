@@ -46,9 +46,10 @@ POLL_S = 0.5  # seconds between clock readings while MACE trains
 # --- shared with benchmark_mace.py (no mace import) --------------------------------------
 
 def md_step_times(atoms, calculator, steps: int = 50, warmup: int = 10, timestep_fs: float = 0.5,
-                  temperature_K: float = 300.0, seed: int = 0):
-    """Wall-clock seconds of each of ``steps`` ASE VelocityVerlet steps (after ``warmup``
-    steps), one force call per step, velocities drawn at ``temperature_K`` with ``seed``."""
+                  temperature_K: float = 300.0, seed: int = 0, clock: str = "wall"):
+    """Seconds of each of ``steps`` ASE VelocityVerlet steps (after ``warmup`` steps), one force call
+    per step, velocities drawn at ``temperature_K`` with ``seed``; ``clock`` "wall" (``perf_counter``)
+    or "cpu" (this process's user + system time, ``process_time``)."""
     from ase import units
     from ase.md import velocitydistribution
     from ase.md.verlet import VelocityVerlet
@@ -62,7 +63,8 @@ def md_step_times(atoms, calculator, steps: int = 50, warmup: int = 10, timestep
     velocitydistribution.Stationary(atoms)
     dynamics = VelocityVerlet(atoms, timestep=timestep_fs * units.fs)
     stamps = []
-    dynamics.attach(lambda: stamps.append(time.perf_counter()), interval=1)
+    now = {"wall": time.perf_counter, "cpu": time.process_time}[clock]
+    dynamics.attach(lambda: stamps.append(now()), interval=1)
     dynamics.run(warmup + steps)
     # stamps[0] follows the first force call (before step 1); stamps[k] follows step k
     times = np.diff(np.asarray(stamps))[warmup:]
@@ -483,7 +485,7 @@ def command_speed(args) -> None:
         model, structure = rest.split(",", 1)
         atoms = read(structure)
         times, info = md_step_times(atoms, _calculator(model, args.dtype), steps=args.steps, warmup=args.warmup,
-                                    timestep_fs=args.timestep, seed=args.seed)
+                                    timestep_fs=args.timestep, seed=args.seed, clock=args.clock)
         results[label] = {"step_times_s": times, **info, "atoms": len(atoms)}
     write_json(args.out, {"threads": torch.get_num_threads(), "cases": results})
 
@@ -526,6 +528,7 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--timestep", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", required=True)
