@@ -46,6 +46,12 @@ the default grid the relative change of its output under rotation is bounded
 by :data:`MIXING_EQUIVARIANCE_BOUND` (measured and tested in
 ``tests/test_facet.py``). Everything else is exact. Forces and stress come
 from autograd in :class:`~potentials.base.Potential`.
+
+``mixing = "product"`` replaces the MLP by :class:`DensityProductMixing`, a polynomial of degree
+``nu = mixing_correlation`` in the grid values. Its input is the neighbour density ``m_i`` (plus the self
+path), so a layer reaches correlation order ``nu`` as MACE's symmetric contraction does, at grid cost; the
+polynomial is band-limited (degree ``nu L``), so on a grid exact to degree ``(nu + 1) L`` it is equivariant
+to round-off.
 """
 
 import math
@@ -241,17 +247,72 @@ class SphereGridMixing(torch.nn.Module):
         return torch.cat([mixed[:, :, :1] + scalar.unsqueeze(-1), mixed[:, :, 1:]], dim=2)
 
 
+class DensityProductMixing(torch.nn.Module):
+    r"""``Mix(x) = P( sum_{k=1..nu} prod_{j=1..k} W_{kj} T x ) + W silu(x_{l=0})``: products of the density.
+
+    ``T x`` are the channel signals ``f_c`` on the sphere; each ``W_{kj}`` mixes channels at every grid point,
+    so for ``nu = 3`` the update's grid values are ``W_1 f + (W_21 f)(W_22 f) + (W_31 f)(W_32 f)(W_33 f)``
+    (grid products of linear maps of the signal: Gaunt products without Clebsch-Gordan sums). A degree-``L``
+    signal gives a product of degree ``k L``; ``P`` projects it to degree ``L`` with a rule exact to degree
+    ``(nu + 1) L`` (:func:`component_grids`), so the result is equivariant to round-off, with no aliasing.
+    The scalar path is that of :class:`SphereGridMixing`.
+    """
+
+    def __init__(self, channels: int, lmax: int, correlation: int = 3):
+        super().__init__()
+        if correlation < 1:
+            raise ValueError(f"mixing_correlation must be at least 1, not {correlation}")
+        if lmax == 0:  # a constant signal: one point carries it
+            to_grid, from_grid = torch.ones(1, 1), torch.ones(1, 1)
+        else:
+            to_grid, from_grid = component_grids(lmax, (correlation + 1) * lmax)
+        self.register_buffer("to_grid", to_grid.to(torch.get_default_dtype()), persistent=False)
+        self.register_buffer("from_grid", from_grid.to(torch.get_default_dtype()), persistent=False)
+        self.channels = channels
+        self.correlation = correlation
+        self.factors = torch.nn.Linear(channels, channels * correlation * (correlation + 1) // 2, bias=False)
+        self.scalar = torch.nn.Linear(channels, channels, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        values = torch.matmul(x, self.to_grid).transpose(1, 2)  # [N, G, C]
+        factors = self.factors(values).split(self.channels, dim=2)
+        grid = factors[0]
+        start = 1
+        for order in range(2, self.correlation + 1):
+            term = factors[start]
+            for j in range(1, order):
+                term = term * factors[start + j]
+            grid = grid + term
+            start += order
+        mixed = torch.matmul(grid.transpose(1, 2), self.from_grid)  # [N, C, K]
+        scalar = self.scalar(torch.nn.functional.silu(x[:, :, 0]))
+        return torch.cat([mixed[:, :, :1] + scalar.unsqueeze(-1), mixed[:, :, 1:]], dim=2)
+
+
+def _mlp_mixing(channels: int, lmax: int, hidden: int, res: Optional[Tuple[int, int]], correlation: int):
+    return SphereGridMixing(channels, lmax, hidden, res if lmax > 0 else None)
+
+
+def _product_mixing(channels: int, lmax: int, hidden: int, res: Optional[Tuple[int, int]], correlation: int):
+    return DensityProductMixing(channels, lmax, correlation)
+
+
+# Mixing kinds (``mixing``): name -> builder(channels, lmax, mixing_hidden, mixing_resolution, mixing_correlation).
+MIXINGS = {"mlp": _mlp_mixing, "product": _product_mixing}
+
+
 class FacetBlock(torch.nn.Module):
     """``h' = h_{l <= lmax_out} + Mix(W_m m + W_s h)`` with the message ``m`` of the chosen tensor-product kind."""
 
     def __init__(self, kind: str, channels: int, lmax_in: int, lmax_out: int, lmax: int, num_basis: int,
-                 avg_num_neighbors: float, mixing_hidden: int, mixing_res: Optional[Tuple[int, int]]):
+                 avg_num_neighbors: float, mixing_hidden: int, mixing_res: Optional[Tuple[int, int]],
+                 mixing: str = "mlp", mixing_correlation: int = 3):
         super().__init__()
         self.num_out = (lmax_out + 1) ** 2
         self.message = MESSAGES[kind](channels, lmax_in, lmax_out, lmax, num_basis, avg_num_neighbors)
         self.linear_message = ChannelLinear(channels, channels, lmax_out)
         self.linear_self = ChannelLinear(channels, channels, min(lmax_in, lmax_out))
-        self.mixing = SphereGridMixing(channels, lmax_out, mixing_hidden, mixing_res if lmax_out > 0 else None)
+        self.mixing = MIXINGS[mixing](channels, lmax_out, mixing_hidden, mixing_res, mixing_correlation)
 
     def forward(self, features: Tensor, edge_sh: Tensor, edge_basis: Tensor, centre: Tensor,
                 neighbour: Tensor) -> Tensor:
@@ -274,7 +335,8 @@ class FacetPotential(Configurable, Potential):
     ``spline_intervals`` sets the radial B-spline knots (``spline_intervals +
     3`` functions on ``[0, cutoff]``); ``mixing_hidden`` the width of the grid
     MLP and ``mixing_resolution`` its grid ``(res_beta, res_alpha)`` (default
-    :func:`mixing_resolution`). Grid matrices are not part of the state dict, so
+    :func:`mixing_resolution`); ``mixing`` is ``"mlp"`` or ``"product"`` (:data:`MIXINGS`), the latter of
+    degree ``mixing_correlation``. Grid matrices are not part of the state dict, so
     trained weights load into a model with a finer mixing grid unchanged: on the
     ethanol model of ``scripts/compare_families.py`` the force rotation error
     went from 1.9e-3 (16x15) to 1.3e-4 (24x23) and 1.2e-5 (32x31) of max |F|
@@ -289,8 +351,10 @@ class FacetPotential(Configurable, Potential):
                  mixing_hidden: int = 32, mixing_resolution: Optional[Sequence[int]] = None,
                  readout_hidden: int = 16, envelope_power: int = 6, avg_num_neighbors: float = 10.0,
                  atomic_energies_ref: Optional[Sequence[float]] = None, scale: float = 1.0, shift: float = 0.0,
-                 repulsion: str = "none"):
+                 repulsion: str = "none", mixing: str = "mlp", mixing_correlation: int = 3):
         super().__init__(list(species), cutoff, repulsion)
+        if mixing not in MIXINGS:
+            raise ValueError(f"mixing {mixing!r} is not one of {sorted(MIXINGS)}")
         if channels < 1 or lmax < 0 or num_layers < 1 or spline_intervals < 1 or mixing_hidden < 1:
             raise ValueError("channels, num_layers, spline_intervals and mixing_hidden must be positive "
                              "and lmax non-negative")
@@ -308,7 +372,7 @@ class FacetPotential(Configurable, Potential):
             mixing_hidden=int(mixing_hidden), mixing_resolution=None if res is None else list(res),
             readout_hidden=int(readout_hidden), envelope_power=int(envelope_power),
             avg_num_neighbors=float(avg_num_neighbors), atomic_energies_ref=atomic_energies_ref,
-            scale=float(scale), shift=float(shift),
+            scale=float(scale), shift=float(shift), mixing=mixing, mixing_correlation=int(mixing_correlation),
         )
         self.channels = channels
         self.lmax = lmax
@@ -321,7 +385,7 @@ class FacetPotential(Configurable, Potential):
             degrees = [0] + [lmax] * (num_layers - 1) + [0]
             self.blocks = torch.nn.ModuleList([
                 FacetBlock(kind, channels, degrees[t], degrees[t + 1], lmax, self.radial_basis.num_basis,
-                           avg_num_neighbors, mixing_hidden, res)
+                           avg_num_neighbors, mixing_hidden, res, mixing, mixing_correlation)
                 for t, kind in enumerate(kinds)])
         self.readouts = torch.nn.ModuleList([layer_readout(channels, readout_hidden, last=t == num_layers - 1)
                                              for t in range(num_layers)])

@@ -23,7 +23,7 @@ every model (``mlmd.data.Dataset.split``, the split of the trainer and of ``scri
 
 Models: every registered potential family (``potentials.FAMILIES``, the forecaster excluded: it is no
 potential), plus ``VARIANTS`` (the transformer trained plainly and with rotation augmentation only, the
-baselines of its learned symmetry), with the project's recommended hyperparameters and recipe (``scripts/compare_families.py``:
+baselines of its learned symmetry; facet with the density-product mixing), with the project's recommended hyperparameters and recipe (``scripts/compare_families.py``:
 ``MODELS``, ``TRAINING``, its spline overrides for molecules; a family not listed there gets its constructor's
 defaults), without early stopping so that the budget is used; ``--training-json`` overrides [training] keys
 of every mlmd run (e.g. a stage-two recipe). MACE (mace-torch, in its own venv, trained by ``mace_run_train``
@@ -114,11 +114,13 @@ def write_json(path: Path, data) -> None:
 
 # --- models -------------------------------------------------------------------------------------
 
-# Model variants benchmarked beside the families: name -> (family, [training] keys). The transformer family
-# (symmetry learned, the default "learned" objective) is judged against the same network trained plainly and
-# with rotation augmentation only (issue 19's baselines).
-VARIANTS = {"transformer-plain": ("transformer", {"symmetry": "plain"}),
-            "transformer-augment": ("transformer", {"symmetry": "augment"})}
+# Model variants benchmarked beside the families: name -> (family, [training] keys, [model] keys). The
+# transformer family (symmetry learned, the default "learned" objective) is judged against the same network
+# trained plainly and with rotation augmentation only (issue 19's baselines); facet-product is facet with the
+# density-product mixing (correlation 3) instead of the grid MLP.
+VARIANTS = {"transformer-plain": ("transformer", {"symmetry": "plain"}, {}),
+            "transformer-augment": ("transformer", {"symmetry": "augment"}, {}),
+            "facet-product": ("facet", {}, {"mixing": "product", "mixing_correlation": 3})}
 
 
 def potential_families():
@@ -128,7 +130,7 @@ def potential_families():
     from potentials.base import Potential
 
     families = [name for name, cls in potentials.FAMILIES.items() if issubclass(cls, Potential)]
-    return families + [name for name, (family, _) in VARIANTS.items() if family in families]
+    return families + [name for name, (family, _, _) in VARIANTS.items() if family in families]
 
 
 def model_section(family: str, dataset: str) -> dict:
@@ -142,13 +144,13 @@ def model_section(family: str, dataset: str) -> dict:
 def mlmd_config(family: str, dataset: str, data: Path, directory: Path, marks, overrides: dict) -> dict:
     """A training config: the recommended recipe, no early stopping, the CPU clock, a snapshot at every mark.
     ``family`` may name one of :data:`VARIANTS`."""
-    family, variant_keys = VARIANTS.get(family, (family, {}))
+    family, variant_keys, model_keys = VARIANTS.get(family, (family, {}, {}))
     training = {**compare_families.TRAINING, "epochs": 1_000_000, "early_stopping_patience": None,
                 "seed": TRAINING_SEED, "num_threads": 1, "budget_clock": "cpu", "max_time_min": max(marks),
                 "snapshot_minutes": list(marks), **variant_keys, **overrides}
     return {"data": {"path": str(data), "validation_fraction": 0.1, "test_fraction": 0.1, "seed": SPLIT_SEED,
                      "batch_size": compare_families.BATCH_SIZE},
-            "model": model_section(family, dataset), "training": training,
+            "model": {**model_section(family, dataset), **model_keys}, "training": training,
             "output": {"directory": str(directory / "training"), "learning_curve": False}}
 
 

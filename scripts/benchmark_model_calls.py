@@ -29,6 +29,8 @@ VARIANTS = {
     "facet 2 layers": ("facet", dict(channels=32, lmax=2, num_layers=2)),
     "facet 3 layers, gaunt": ("facet", dict(channels=32, lmax=2, num_layers=3, tensor_product="gaunt")),
     "facet 3 layers, cg": ("facet", dict(channels=32, lmax=2, num_layers=3, tensor_product="cg")),
+    "facet 2 layers, product": ("facet", dict(channels=32, lmax=2, num_layers=2, mixing="product")),
+    "transformer 2 layers": ("transformer", dict(channels=64, num_heads=4, num_layers=2)),
     "spline": ("spline", dict()),
 }
 

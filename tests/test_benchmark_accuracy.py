@@ -58,7 +58,8 @@ def test_every_potential_family_and_no_forecaster_gets_a_valid_config(tmp_path):
 
     families = benchmark_accuracy.potential_families()
     assert "forecaster" in potentials.FAMILIES and "forecaster" not in families
-    assert {"equivariant", "facet", "spline", "transformer", "transformer-plain", "transformer-augment"} <= set(families)
+    assert {"equivariant", "facet", "spline", "transformer", "transformer-plain", "transformer-augment",
+            "facet-product"} <= set(families)
     for family in families:
         for dataset in ("ethanol", "cuau"):
             config = benchmark_accuracy.mlmd_config(family, dataset, tmp_path / "data.xyz", tmp_path / family,
@@ -68,9 +69,10 @@ def test_every_potential_family_and_no_forecaster_gets_a_valid_config(tmp_path):
             assert training["snapshot_minutes"] == [5.0, 20.0] and training["max_time_min"] == 20.0
             assert training["budget_clock"] == "cpu" and training["num_threads"] == 1 and training["lr"] == 0.002
             assert training["early_stopping_patience"] is None
-            family_name, variant_keys = benchmark_accuracy.VARIANTS.get(family, (family, {}))
+            family_name, variant_keys, model_keys = benchmark_accuracy.VARIANTS.get(family, (family, {}, {}))
             assert checked["model"]["family"] == family_name
             assert all(training[key] == value for key, value in variant_keys.items())
+            assert all(checked["model"][key] == value for key, value in model_keys.items())
     symmetries = {benchmark_accuracy.mlmd_config(name, "ethanol", tmp_path / "d.xyz", tmp_path / name, [5.0], {})
                   ["training"].get("symmetry", "learned") for name in ("transformer", "transformer-plain",
                                                                       "transformer-augment")}

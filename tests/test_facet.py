@@ -7,9 +7,10 @@ from e3nn import o3
 from engine_conformance import LearnedBaselineConformance
 from potentials.testing import RTOL
 from potentials import FAMILIES
-from potentials.facet import (MIXING_EQUIVARIANCE_BOUND, GauntMessage, SphereGridMixing, mixing_resolution,
-                              to_channel_layout, to_irreps_layout)
-from potentials.blocks.gaunt import quadrature_grid_matrices, GauntTensorProduct
+from potentials.facet import (MIXING_EQUIVARIANCE_BOUND, DensityProductMixing, GauntMessage, SphereGridMixing,
+                              mixing_resolution, to_channel_layout, to_irreps_layout)
+from potentials.blocks.gaunt import (GauntTensorProduct, exact_resolution, from_grid_matrix, quadrature_grid_matrices,
+                                     to_grid_matrix)
 
 # Whole-model rotation tolerance: the mixing layer's bound carried through two layers and the readout,
 # measured <= 3e-4 of max |E|, |F| on these systems (untrained weights, 8 channels).
@@ -30,6 +31,86 @@ class TestFacetClebschGordanConformance(FacetConformance):
     def make_model(self):
         return FAMILIES["facet"](self.species, cutoff=5.0, channels=8, lmax=2, num_layers=3,
                                  tensor_product=["gaunt", "cg", "cg"])
+
+
+class TestFacetDensityProductConformance(LearnedBaselineConformance):
+    """The product mixing is exact: in float64 only the grid matrices' float32 rounding (models are built
+    under float32, their buffers then cast) is left: measured 1.6e-8 of max |F| on the molecule."""
+    species = [1, 6, 8, 29]
+    rotation_rtol = {torch.float32: RTOL[torch.float32], torch.float64: 1e-7}
+
+    def make_model(self):
+        return FAMILIES["facet"](self.species, cutoff=5.0, channels=8, lmax=2, num_layers=3, mixing="product")
+
+
+def _double_product_mixing(channels, lmax, correlation):
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # grid matrices are buffers in the default dtype: keep them exact
+    try:
+        return DensityProductMixing(channels, lmax, correlation)
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def exact_rotation_of_harmonics(lmax, matrix):
+    """``M`` with ``Y(R r) = Y(r) M`` for the real harmonics to ``lmax``, by least squares over 200 points:
+    exact to ~1e-14 in float64 (e3nn's ``D_from_matrix`` carries float32 constants, ~1e-7 for l >= 2)."""
+    points = torch.nn.functional.normalize(torch.randn(200, 3, dtype=torch.float64, generator=torch.Generator()
+                                                       .manual_seed(0)), dim=1)
+    irreps = o3.Irreps.spherical_harmonics(lmax)
+    before = o3.spherical_harmonics(irreps, points, normalize=True, normalization="component")
+    after = o3.spherical_harmonics(irreps, points @ matrix.T, normalize=True, normalization="component")
+    return torch.linalg.lstsq(before, after).solution
+
+
+@pytest.mark.parametrize("lmax, correlation", [(1, 3), (2, 2), (2, 3), (3, 3)])
+@torch.no_grad()
+def test_density_product_is_equivariant_to_round_off(lmax, correlation):
+    """``|Mix(x M) - Mix(x) M|`` at round-off on the rule exact to degree ``(nu + 1) L``; e3nn's grid exact to
+    ``2 L`` only (what a single projection would need) aliases the products and breaks the symmetry."""
+    torch.manual_seed(lmax)
+    mix = _double_product_mixing(8, lmax, correlation)
+    x = torch.randn(30, 8, (lmax + 1) ** 2, dtype=torch.float64)
+    rotation = exact_rotation_of_harmonics(lmax, o3.rand_matrix(dtype=torch.float64))
+    expected = mix(x) @ rotation
+    assert float((mix(x @ rotation) - expected).abs().max() / expected.abs().max()) < 1e-12
+    res = exact_resolution(2 * lmax, lmax)
+    scale = (4.0 * torch.pi) ** 0.5
+    mix.to_grid, mix.from_grid = scale * to_grid_matrix(lmax, res), from_grid_matrix(lmax, res) / scale
+    expected = mix(x) @ rotation
+    assert float((mix(x @ rotation) - expected).abs().max() / expected.abs().max()) > 1e-4
+
+
+@pytest.mark.parametrize("correlation", [1, 2, 3])
+@torch.no_grad()
+def test_density_product_has_the_stated_correlation_order(correlation):
+    """Without its scalar path the output is a polynomial of degree ``nu`` in the input: along ``t x`` its
+    ``(nu + 1)``-th finite difference vanishes and its ``nu``-th does not."""
+    from math import comb
+
+    torch.manual_seed(4)
+    mix = _double_product_mixing(6, 2, correlation)
+    mix.scalar.weight.zero_()
+    x = torch.randn(10, 6, 9, dtype=torch.float64)
+
+    def difference(order):
+        return sum((-1) ** (order - k) * comb(order, k) * mix((1.0 + 0.5 * k) * x) for k in range(order + 1))
+
+    scale = mix(x).abs().max()
+    assert difference(correlation + 1).abs().max() < 1e-9 * scale
+    assert difference(correlation).abs().max() > 1e-3 * scale
+
+
+@torch.no_grad()
+def test_density_product_of_scalars_is_the_plain_polynomial():
+    """For ``L = 0``: ``W_1 a + (W_21 a)(W_22 a) + (W_31 a)(W_32 a)(W_33 a) + W silu(a)`` per atom."""
+    torch.manual_seed(5)
+    mix = _double_product_mixing(4, 0, 3)
+    a = torch.randn(7, 4, dtype=torch.float64)
+    w = mix.factors.weight.split(4, dim=0)
+    expected = (a @ w[0].T + (a @ w[1].T) * (a @ w[2].T) + (a @ w[3].T) * (a @ w[4].T) * (a @ w[5].T)
+                + torch.nn.functional.silu(a) @ mix.scalar.weight.T)
+    assert torch.allclose(mix(a[:, :, None])[:, :, 0], expected, atol=1e-12)
 
 
 @pytest.mark.parametrize("lmax", [1, 2, 3])
@@ -112,6 +193,10 @@ def test_bad_hyperparameters_are_clear_errors():
         FAMILIES["facet"]([1], tensor_product="cgx")
     with pytest.raises(ValueError, match="3 kinds for 2 layers"):
         FAMILIES["facet"]([1], num_layers=2, tensor_product=["gaunt", "cg", "cg"])
+    with pytest.raises(ValueError, match="mixing 'products' is not one of"):
+        FAMILIES["facet"]([1], mixing="products")
+    with pytest.raises(ValueError, match="mixing_correlation must be at least 1"):
+        FAMILIES["facet"]([1], mixing="product", mixing_correlation=0)
 
 
 def test_trained_weights_load_into_a_finer_mixing_grid():

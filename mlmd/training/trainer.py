@@ -360,19 +360,17 @@ class Trainer:
             self.read_elapsed()
         while self.marks and (final or self.snapshot_due()):
             minutes = self.marks.pop(0)
-            # fitted on the snapshot's weights (spread calibration, measured rotation error), as best.pt gets
-            # them at the end; every rank takes part (the sums are all-reduced)
+            # fitted on the snapshot's weights, as best.pt's at the end; every rank takes part (all-reduced)
             settings = self.fitted_settings()
             if not self.info.main:
                 continue
             training = self.config["training"]
-            row = self.best_row()
             clocks = {"minutes": minutes, "budget_clock": training["budget_clock"],
                       "budget_s": round(self.schedule.time_before_s + self.elapsed_s, 3),
                       "cpu_s": round(self.cpu_clock() - self.cpu_started, 3),
                       "wall_s": round(self.clock() - self.wall_started, 3), "epochs": self.epoch}
             snapshot = self.checkpoint("best", model_config={**self.model_config, **settings}, ema=self.best_ema,
-                                       metrics=row, snapshot=clocks)
+                                       metrics=self.best_row(), snapshot=clocks)
             snapshot["epoch"] = self.best_epoch  # the epoch of its weights, as in best.pt
             path = self.directory / snapshot_file(minutes)
             save_checkpoint(snapshot, path)
@@ -420,8 +418,7 @@ class Trainer:
             self.directory.mkdir(parents=True, exist_ok=True)
         training = self.config["training"]
         patience = training["early_stopping_patience"]
-        stopped_early = patience is not None and self.bad_epochs >= patience
-        out_of_time = False
+        stopped_early, out_of_time = patience is not None and self.bad_epochs >= patience, False
         self.run_started = self.budget_time()
         if self.marks:  # both clocks go into every snapshot
             self.wall_started, self.cpu_started = self.clock(), self.cpu_clock()
@@ -476,8 +473,7 @@ class Trainer:
                 setattr(module, key, value)
         if self.info.main:
             # Both files carry the settings (fitted on the best weights), so either exports calibrated.
-            row = self.best_row()
-            save_checkpoint(self.checkpoint("best", ema=self.best_ema, metrics=row), self.best_path)
+            save_checkpoint(self.checkpoint("best", ema=self.best_ema, metrics=self.best_row()), self.best_path)
             save_checkpoint(self.training_checkpoint(), self.checkpoint_path)
 
     def finish(self, stopped_early: bool, reason: str = "epochs done") -> TrainResult:
@@ -493,8 +489,7 @@ class Trainer:
             write_summary(self.directory / SUMMARY_FILE, {
                 "epoch": self.epoch, "best_epoch": self.best_epoch, "best_validation_loss": self.best_metric,
                 "stopped_early": stopped_early, "stop_reason": reason, "test": test_metrics,
-                "data_hash": self.objective.hash,
-                "family": self.family, "n_train": len(self.split.train),
+                "data_hash": self.objective.hash, "family": self.family, "n_train": len(self.split.train),
                 "n_validation": len(self.split.validation), "n_test": len(self.split.test)})
         barrier(self.info)
         return TrainResult(
