@@ -1,7 +1,8 @@
 """Energy conservation of trained models: NVE (velocity Verlet, ``mlmd md --integrator verlet``) runs of the
 same structure, time step and starting temperature with each model, side by side.
 
-For every model and seed (velocities drawn at ``--temperature`` with that seed) the total energy
+For every model and seed (velocities drawn at ``--temperature`` with that seed, whatever the structure file
+holds) the total energy
 ``E = U + K`` is logged every ``--stride`` steps; reported per model, as the median over seeds:
 
 - drift: |slope| of a least-squares line through E(t), in meV/atom/ps;
@@ -68,7 +69,7 @@ def main(argv=None) -> int:
                 try:
                     run(atoms, model=model, integrator="verlet", temperature_K=args.temperature,
                         timestep_fs=args.timestep, steps=args.steps, seed=seed, log=log, stride=args.stride,
-                        plot=False, overwrite=True, threads=1)
+                        plot=False, overwrite=True, threads=1, use_velocities=False)
                 except MLMDError as exc:
                     cells.append(f"stopped: {str(exc).splitlines()[0][:60]}")
                     continue
