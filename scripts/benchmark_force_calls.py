@@ -14,7 +14,7 @@ other work on a shared machine biases the comparison less. The sides alternate o
 each round's median per step is kept; the report gives the median over rounds, ms per call, and the ratio to
 ``facet``::
 
-    python scripts/benchmark_force_calls.py [--rounds 3] [--steps 20] [--families facet,transformer]
+    python scripts/benchmark_force_calls.py [--rounds 3] [--steps 20] [--families facet,facet-product]
                                             [--mace-python /work/mace-venv/bin/python] [--json out.json]
 """
 
@@ -38,7 +38,7 @@ import benchmark_accuracy  # noqa: E402
 import benchmark_mace  # noqa: E402
 from _mace_worker import md_step_times  # noqa: E402
 
-DEFAULT_FAMILIES = ("facet", "equivariant", "transformer")
+DEFAULT_FAMILIES = ("facet", "facet-product", "equivariant", "transformer")
 
 
 def alkane(carbons: int = 33):
@@ -73,13 +73,15 @@ def systems():
 
 
 def our_model(family: str, dataset: str, species, path: Path):
-    """An untrained model of ``family`` with the accuracy benchmark's hyperparameters, exported to ``path``."""
+    """An untrained model of ``family`` (or of one of the accuracy benchmark's ``VARIANTS``) with that
+    benchmark's hyperparameters, exported to ``path``."""
     import torch
 
     from mlmd.model import export_model
     from mlmd.training.models import build_model
 
-    section = benchmark_accuracy.model_section(family, dataset)
+    family, _, model_keys = benchmark_accuracy.VARIANTS.get(family, (family, {}, {}))
+    section = {**benchmark_accuracy.model_section(family, dataset), **model_keys}
     family_name = section.pop("family", family)
     torch.manual_seed(0)
     module = build_model(family_name, {**section, "species": sorted(set(int(z) for z in species))})
