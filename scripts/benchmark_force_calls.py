@@ -42,7 +42,7 @@ DEFAULT_FAMILIES = ("facet", "facet-product", "equivariant", "transformer")
 
 
 def alkane(carbons: int = 33):
-    """All-trans n-alkane C_nH_(2n+2): C-C 1.53 Å, C-H 1.09 Å, tetrahedral angles, zig-zag in the xy plane."""
+    """All-trans n-alkane C_nH_(2n+2): C-C 1.53 Å, C-H 1.09 Å, about tetrahedral angles, zig-zag in the xy plane."""
     from ase import Atoms
 
     half_angle = np.radians(109.47) / 2
@@ -51,13 +51,14 @@ def alkane(carbons: int = 33):
     hydrogens = []
     for i, position in enumerate(carbon):
         outward = -1.0 if i % 2 == 0 else 1.0  # away from the chain's neighbours in y
+        bonds = [carbon[k] - position for k in (i - 1, i + 1) if 0 <= k < carbons]
         for z in (+1.0, -1.0):  # two H per carbon, above and below the carbon plane
             direction = np.array([0.0, outward * np.cos(half_angle), z * np.sin(half_angle)])
+            bonds.append(direction)
             hydrogens.append(position + 1.09 * direction / np.linalg.norm(direction))
-    # the end carbons carry a third H along the chain axis
-    hydrogens.append(carbon[0] + 1.09 * np.array([-np.sin(half_angle), -np.cos(half_angle), 0.0]))
-    end_sign = 1.0 if (carbons - 1) % 2 == 0 else -1.0
-    hydrogens.append(carbon[-1] + 1.09 * np.array([np.sin(half_angle), -end_sign * np.cos(half_angle), 0.0]))
+        if len(bonds) == 3:  # a chain end: the fourth bond points away from the other three
+            unit = sum(bond / np.linalg.norm(bond) for bond in bonds)
+            hydrogens.append(position - 1.09 * unit / np.linalg.norm(unit))
     return Atoms(f"C{carbons}H{2 * carbons + 2}", positions=np.vstack([carbon, hydrogens]))
 
 
