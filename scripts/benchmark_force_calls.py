@@ -36,7 +36,7 @@ SCRIPTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(SCRIPTS))
 import benchmark_accuracy  # noqa: E402
 import benchmark_mace  # noqa: E402
-from _mace_worker import md_step_times  # noqa: E402
+from _mace_worker import md_step_times, write_json  # noqa: E402
 
 DEFAULT_FAMILIES = ("facet", "facet-product", "equivariant", "transformer")
 
@@ -127,6 +127,11 @@ def main(argv=None) -> int:
     # untrained on purpose (cost only): the transformer's "no measured rotation error" warning is expected
     warnings.filterwarnings("ignore", message=".*carries no measured rotation error")
     families = [name for name in args.families.split(",") if name]
+    known = benchmark_accuracy.potential_families()
+    unknown = [name for name in families if name not in known]
+    if unknown:
+        parser.error(f"unknown famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; "
+                     f"choose from {', '.join(known)}")
     workdir = Path(tempfile.mkdtemp(prefix="mlmd-force-calls-"))
     try:
         cases = systems()
@@ -190,7 +195,7 @@ def main(argv=None) -> int:
             cells.append(f"{1e3 * value:12.2f} ({ratio:5.2f}x)")
         print(f"{side:14s}" + "".join(f"{cell:>28s}" for cell in cells))
     if args.json:
-        args.json.write_text(json.dumps({"clock": args.clock, "rounds": medians, "median_s": summary}, indent=1))
+        write_json(args.json, {"clock": args.clock, "rounds": medians, "median_s": summary})
     return 0
 
 

@@ -18,6 +18,7 @@ import argparse
 import csv
 import os
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 
@@ -52,9 +53,13 @@ def main(argv=None) -> int:
     parser.add_argument("--stride", type=int, default=10)
     args = parser.parse_args(argv)
 
+    missing = [path for path in [args.structure, *args.models] if not Path(path).is_file()]
+    if missing:
+        parser.error(f"no such file: {', '.join(missing)}")
+
     from ase.io import read
 
-    from mlmd.errors import MLMDError
+    from mlmd.dynamics.guards import UnstableRunError
     from mlmd.md import run
 
     atoms = read(args.structure)
@@ -70,7 +75,7 @@ def main(argv=None) -> int:
                     run(atoms, model=model, integrator="verlet", temperature_K=args.temperature,
                         timestep_fs=args.timestep, steps=args.steps, seed=seed, log=log, stride=args.stride,
                         plot=False, overwrite=True, threads=1, use_velocities=False)
-                except MLMDError as exc:
+                except UnstableRunError as exc:  # a guard tripped: part of the result, not a crash
                     cells.append(f"stopped: {str(exc).splitlines()[0][:60]}")
                     continue
                 drift, spread = conservation(*energy_series(log), len(atoms))
@@ -84,4 +89,10 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from mlmd.errors import MLMDError
+
+    try:
+        raise SystemExit(main())
+    except MLMDError as exc:  # bad model or structure: one line, exit 2
+        print(f"nve_drift: {exc}", file=sys.stderr)
+        raise SystemExit(2)
