@@ -39,6 +39,7 @@ from ase.constraints import FixAtoms
 from ase.optimize import BFGS, FIRE
 
 from mlmd.io import atomic_write
+from mlmd.training.registry import register_in
 from mlmd.saddle.curvature import rigid_basis
 from mlmd.saddle.start import free_atoms
 from mlmd.saddle.surfaces import MB_MINIMA, MB_SADDLES, MullerBrown, muller_brown_atoms
@@ -98,11 +99,8 @@ CASES: Dict[str, Callable[[], Case]] = {}
 
 
 def register_case(name: str):
-    def decorator(builder):
-        CASES[name] = builder
-        return builder
-
-    return decorator
+    """Decorator: ``CASES[name] = builder``."""
+    return register_in(CASES, name)
 
 
 def relaxed(atoms: Atoms, factory, fmax: float = RELAX_FMAX, steps: int = 2000) -> Atoms:
@@ -310,15 +308,23 @@ def _with_constraint(atoms: Atoms, template: Atoms) -> Atoms:
     return atoms
 
 
+def _relaxed_slab(atoms: Atoms, slab: Atoms) -> Atoms:
+    """``atoms`` relaxed with EMT, carrying ``slab``'s constraints."""
+    return _with_constraint(relaxed(atoms, EMT), slab)
+
+
+def _with_adatom(slab: Atoms, metal: str, height: float, site: str) -> Atoms:
+    """``slab`` plus one ``metal`` adatom at ``site`` (offset (1, 1)), relaxed."""
+    atoms = slab.copy()
+    add_adsorbate(atoms, metal, height, site, offset=(1, 1))
+    return _relaxed_slab(atoms, slab)
+
+
 @register_case("pt111-hop")
 def pt_hop_case() -> Case:
     slab = _slab(fcc111, "Pt")
-    reactant = slab.copy()
-    add_adsorbate(reactant, "Pt", 2.0, "fcc", offset=(1, 1))
-    reactant = _with_constraint(relaxed(reactant, EMT), slab)
-    product = slab.copy()
-    add_adsorbate(product, "Pt", 2.0, "hcp", offset=(1, 1))
-    product = _with_constraint(relaxed(product, EMT), slab)
+    reactant = _with_adatom(slab, "Pt", 2.0, "fcc")
+    product = _with_adatom(slab, "Pt", 2.0, "hcp")
     return Case("pt111-hop", "slab", reactant, product, EMT, "Pt adatom fcc -> hcp on Pt(111)",
                 moving=np.array([len(reactant) - 1]), hessian_step_A=0.002)
 
@@ -326,9 +332,7 @@ def pt_hop_case() -> Case:
 @register_case("cu100-exchange")
 def cu_exchange_case() -> Case:
     slab = _slab(fcc100, "Cu")
-    reactant = slab.copy()
-    add_adsorbate(reactant, "Cu", 1.7, "hollow", offset=(1, 1))
-    reactant = _with_constraint(relaxed(reactant, EMT), slab)
+    reactant = _with_adatom(slab, "Cu", 1.7, "hollow")
     adatom = len(reactant) - 1
     top = np.flatnonzero(reactant.get_tags() == 1)
     xy = reactant.positions[:, :2]
@@ -337,7 +341,7 @@ def cu_exchange_case() -> Case:
     product = reactant.copy()
     p = product.positions
     p[adatom], p[surface] = p[surface].copy(), p[adatom] + np.r_[2 * (xy[surface] - xy[adatom]), 0.0]
-    product = _with_constraint(relaxed(product, EMT), slab)
+    product = _relaxed_slab(product, slab)
     return Case("cu100-exchange", "slab", reactant, product, EMT, "Cu adatom exchange on Cu(100)",
                 moving=np.array([surface, adatom]), hessian_step_A=0.002)
 
@@ -354,10 +358,10 @@ def cu_vacancy_case() -> Case:
     del slab[vacancy]
     hopper -= hopper > vacancy
     slab.set_constraint(FixAtoms(mask=slab.get_tags() > 2))
-    reactant = _with_constraint(relaxed(slab, EMT), slab)
+    reactant = _relaxed_slab(slab, slab)
     product = slab.copy()
     product.positions[hopper] = site
-    product = _with_constraint(relaxed(product, EMT), slab)
+    product = _relaxed_slab(product, slab)
     return Case("cu100-vacancy", "slab", reactant, product, EMT, "Cu(100) surface vacancy hop",
                 moving=np.array([hopper]), hessian_step_A=0.002)
 
