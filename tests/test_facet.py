@@ -5,6 +5,7 @@ import torch
 from e3nn import o3
 
 from engine_conformance import LearnedBaselineConformance
+from mlmd.training.models import default_dtype
 from potentials.testing import RTOL
 from potentials import FAMILIES
 from potentials.facet import (MIXING_EQUIVARIANCE_BOUND, DensityProductMixing, GauntMessage, SphereGridMixing,
@@ -44,12 +45,8 @@ class TestFacetDensityProductConformance(LearnedBaselineConformance):
 
 
 def _double_product_mixing(channels, lmax, correlation):
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)  # grid matrices are buffers in the default dtype: keep them exact
-    try:
+    with default_dtype(torch.float64):  # grid matrices are buffers in the default dtype: keep them exact
         return DensityProductMixing(channels, lmax, correlation)
-    finally:
-        torch.set_default_dtype(previous)
 
 
 def exact_rotation_of_harmonics(lmax, matrix):
@@ -150,12 +147,8 @@ def test_gaunt_message_equals_the_gaunt_product_of_each_edge(lmax_in, lmax_out):
     """Summing on the grid and the grid-free first/last blocks equal ``sum_j Gaunt(U h_j, R Y)`` per edge."""
     torch.manual_seed(2)
     lmax, channels = 2, 4
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)  # grid matrices are buffers in the default dtype: keep them exact
-    try:
+    with default_dtype(torch.float64):  # grid matrices are buffers in the default dtype: keep them exact
         message = GauntMessage(channels, lmax_in, lmax_out, lmax, num_basis=5, avg_num_neighbors=1.0)
-    finally:
-        torch.set_default_dtype(previous)
     features = torch.randn(3, channels, (lmax_in + 1) ** 2, dtype=torch.float64)
     edge_sh = torch.randn(4, (lmax + 1) ** 2, dtype=torch.float64)
     edge_basis = torch.randn(4, 5, dtype=torch.float64)
