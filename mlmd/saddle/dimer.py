@@ -13,7 +13,10 @@ angle is interpolated). Translation: the effective force
 (F = -g0), followed with L-BFGS and a maximum step length.
 
 The same code runs on the true surface and on the GP mean: a *surface* is
-any callable ``x -> (energy eV, gradient eV/Å)`` on flattened coordinates.
+any callable ``x -> (energy eV, gradient eV/Å)`` on flattened coordinates,
+NumPy arrays or torch tensors. With tensors every vector stays where the
+surface puts it (the GP's device): only scalars (angles, norms, convergence
+tests) reach the host, so a GPU runs the inner loop without copying arrays.
 """
 
 import math
@@ -27,9 +30,29 @@ Surface = Callable[[np.ndarray], Tuple[float, np.ndarray]]
 GROW_AFTER_SUCCESS = 1.5
 
 
-def max_atom_norm(vector: np.ndarray) -> float:
+def max_atom_norm(vector) -> float:
     """Largest per-atom Euclidean norm of a flattened [n*3] vector (ASE's fmax measure)."""
+    if _is_tensor(vector):
+        return float(vector.reshape(-1, 3).norm(dim=1).max())
     return float(np.linalg.norm(np.asarray(vector).reshape(-1, 3), axis=1).max())
+
+
+def _is_tensor(vector) -> bool:
+    return hasattr(vector, "detach")  # a torch tensor, without importing torch for NumPy callers
+
+
+def _norm(vector) -> float:
+    return float(vector.norm()) if _is_tensor(vector) else float(np.linalg.norm(vector))
+
+
+def _copy(vector):
+    return vector.clone() if _is_tensor(vector) else np.array(vector, dtype=float)
+
+
+def _finite(value) -> bool:
+    if _is_tensor(value):
+        return bool(value.isfinite().all())
+    return bool(np.all(np.isfinite(value)))
 
 
 def rotate(surface: Surface, x: np.ndarray, g0: np.ndarray, mode: np.ndarray, separation_A: float,
@@ -39,7 +62,7 @@ def rotate(surface: Surface, x: np.ndarray, g0: np.ndarray, mode: np.ndarray, se
 
     Returns ``(mode, curvature eV/Å², image_gradient, evaluations, last_angle_rad)``.
     """
-    N = mode / np.linalg.norm(mode)
+    N = mode / _norm(mode)
     calls = 0
     if g1 is None:
         g1 = surface(x + separation_A * N)[1]
@@ -50,7 +73,7 @@ def rotate(surface: Surface, x: np.ndarray, g0: np.ndarray, mode: np.ndarray, se
         hn = (g1 - g0) / separation_A  # ≈ H N
         C = float(hn @ N)
         f_perp = -(hn - C * N)
-        f_norm = float(np.linalg.norm(f_perp))
+        f_norm = _norm(f_perp)
         if f_norm <= max(force_tolerance, 1e-12):
             angle = 0.0
             break
@@ -74,7 +97,7 @@ def rotate(surface: Surface, x: np.ndarray, g0: np.ndarray, mode: np.ndarray, se
         if phi_min > 0.5 * math.pi:
             phi_min -= math.pi
         new_N = N * math.cos(phi_min) + theta * math.sin(phi_min)
-        new_N /= np.linalg.norm(new_N)
+        new_N = new_N / _norm(new_N)
         g1 = (g0 + math.sin(phi1 - phi_min) / math.sin(phi1) * (g1 - g0)
               + math.sin(phi_min) / math.sin(phi1) * (g1_trial - g0))
         N, C = new_N, c_min
@@ -111,12 +134,12 @@ class Translator:
         """Displacement (Å) from ``x`` given the effective force there."""
         if curvature >= 0:
             self.reset()
-            norm = np.linalg.norm(f_eff)
-            return self.max_step_A * f_eff / norm if norm > 0 else np.zeros_like(x)
+            norm = _norm(f_eff)
+            return self.max_step_A * f_eff / norm if norm > 0 else 0 * x
         if self._x is not None:
             s = x - self._x
             y = -(f_eff - self._f)
-            if float(s @ y) > 1e-12 * float(np.linalg.norm(s) * np.linalg.norm(y)) + 1e-18:
+            if float(s @ y) > 1e-12 * _norm(s) * _norm(y) + 1e-18:
                 self.s.append(s)
                 self.y.append(y)
                 if len(self.s) > self.memory:
@@ -124,7 +147,7 @@ class Translator:
                     self.y.pop(0)
             else:
                 self.s, self.y = [], []
-        q = -f_eff.copy()
+        q = -_copy(f_eff)
         alphas = []
         for s, y in zip(reversed(self.s), reversed(self.y)):
             rho = 1.0 / float(y @ s)
@@ -145,9 +168,9 @@ class Translator:
             step = f_eff / max(abs(curvature), self.initial_curvature)
         length = max_atom_norm(step)
         if length > self.max_step_A:
-            step *= self.max_step_A / length
-        self._x = x.copy()
-        self._f = f_eff.copy()
+            step = step * (self.max_step_A / length)
+        self._x = _copy(x)
+        self._f = _copy(f_eff)
         return step
 
 
@@ -183,8 +206,8 @@ def dimer_search(surface: Surface, x: np.ndarray, mode: np.ndarray, fmax: float 
     converged, evaluations, iterations.
     """
     counted = CountingSurface(surface)
-    x = np.asarray(x, dtype=float).copy()
-    N = np.asarray(mode, dtype=float) / np.linalg.norm(mode)
+    x = _copy(x)
+    N = _copy(mode) / _norm(mode)
     if g0 is None:
         energy0, g0 = counted(x)
     energy = energy0
@@ -226,7 +249,7 @@ def dimer_search(surface: Surface, x: np.ndarray, mode: np.ndarray, fmax: float 
         x, energy, g0 = x_new, energy_new, g_new
         rotated_here = False
         translator.max_step_A = min(GROW_AFTER_SUCCESS * translator.max_step_A, max_step_A)
-        if stopped or not np.isfinite(energy) or not np.all(np.isfinite(g0)):
+        if stopped or not _finite(energy) or not _finite(g0):
             break
     return {"x": x, "mode": N, "energy": energy, "gradient": g0, "curvature": curvature, "converged": converged,
             "evaluations": counted.calls, "iterations": iteration, "stopped": stopped}

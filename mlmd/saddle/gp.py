@@ -319,12 +319,23 @@ class GaussianProcess:
     # --- prediction ---------------------------------------------------------
     def predict(self, x: np.ndarray):
         """Posterior mean energy [B] (eV) and gradient [B, D] (eV/Å) at configurations ``x`` [B, D] (Å)."""
+        x = np.atleast_2d(np.asarray(x, dtype=float))
+        energy, gradient = self.mean(torch.as_tensor(x, dtype=DTYPE, device=self.device))
+        return energy.cpu().numpy(), gradient.cpu().numpy()
+
+    def surface(self, x: torch.Tensor):
+        """The posterior mean as a dimer surface on the GP's device: ``x`` [D] (Å) -> (energy, a 0-d tensor
+        in eV; gradient [D] in eV/Å), both tensors where ``x`` is, so an inner loop copies no arrays."""
+        energy, gradient = self.mean(x.reshape(1, -1))
+        return energy[0], gradient[0]
+
+    def mean(self, xt: torch.Tensor):
+        """:meth:`predict` on tensors: ``xt`` [B, D] (Å) on the GP's device -> energy [B] (eV) and gradient
+        [B, D] (eV/Å) there."""
         if self._alpha is None:
             self.refresh()
         start = time.perf_counter()
-        x = np.atleast_2d(np.asarray(x, dtype=float))
         with torch.no_grad():
-            xt = torch.as_tensor(x, dtype=DTYPE, device=self.device)
             f, J = self.features(xt)
             hyper = self._hyperparameters
             inv_l2 = 1.0 / hyper.length_scales[self.features.pair_type] ** 2  # [P]
@@ -337,7 +348,7 @@ class GaussianProcess:
                                     - u * (self._alpha_energy.unsqueeze(0) + uv).unsqueeze(-1))).sum(1)  # [B, P]
             gradient = torch.einsum("bpd,bp->bd", J, w)
         self.seconds += time.perf_counter() - start
-        return energy.cpu().numpy() + self.E[0], gradient.cpu().numpy()
+        return energy + self.E[0], gradient
 
     def predict_by_covariance(self, x: np.ndarray):
         """The same mean as :meth:`predict` from the full covariance rows ``K(x, X) K⁻¹ y`` (a reference)."""

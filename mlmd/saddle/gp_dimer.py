@@ -140,9 +140,13 @@ class GPDimer:
     def _fit(self):
         self.gp_seconds += update_gp(self.gp, self.settings, self.numbers)
 
-    def _gp_surface(self, x):
-        energy, gradient = self.gp.predict(x)
-        return float(energy[0]), gradient[0]
+    def _on_device(self, vector):
+        """``vector`` (NumPy) as a tensor on the GP's device, where the inner loop runs."""
+        import torch
+
+        from .kernel import DTYPE
+
+        return torch.as_tensor(np.asarray(vector, dtype=float), dtype=DTYPE, device=self.gp.device)
 
     def _image(self):
         return self.x + self.settings.separation_A * self.mode
@@ -164,9 +168,9 @@ class GPDimer:
         for _ in range(self.settings.rotations_before_first_step):
             self._fit()
             start = time.perf_counter()
-            g_gp = self._gp_surface(self.x)[1]
-            new_mode = rotate(self._gp_surface, self.x, g_gp, self.mode, self.settings.separation_A,
-                              max_rotations=GP_MAX_ROTATIONS)[0]
+            x = self._on_device(self.x)
+            new_mode = rotate(self.gp.surface, x, self.gp.surface(x)[1], self._on_device(self.mode),
+                              self.settings.separation_A, max_rotations=GP_MAX_ROTATIONS)[0].cpu().numpy()
             self.gp_seconds += time.perf_counter() - start
             turned = abs(float(new_mode @ self.mode))
             self.mode = new_mode
@@ -183,15 +187,18 @@ class GPDimer:
             self._fit()
             start = time.perf_counter()
             threshold = max(self.min_fmax / 10.0, self.fmax / 10.0)
-            inner = dimer_search(self._gp_surface, self.x, self.mode, fmax=threshold, separation_A=s.separation_A,
-                                 max_iterations=s.inner_iterations, max_step_A=s.max_step_A,
-                                 accept=self.trust.accept, max_rotations=GP_MAX_ROTATIONS,
+            # the inner loop runs on the GP's device: tensors in, tensors out, no array copies per GP call
+            inner = dimer_search(self.gp.surface, self._on_device(self.x), self._on_device(self.mode),
+                                 fmax=threshold, separation_A=s.separation_A, max_iterations=s.inner_iterations,
+                                 max_step_A=s.max_step_A, accept=self.trust.accept, max_rotations=GP_MAX_ROTATIONS,
                                  min_negative_curvature=s.min_negative_curvature)
+            predicted = float(self.gp.surface(inner["x"])[0])
+            x_new, mode = inner["x"].cpu().numpy(), inner["mode"].cpu().numpy()
             self.gp_seconds += time.perf_counter() - start
-            if not np.all(np.isfinite(inner["x"])) or not np.all(np.isfinite(inner["mode"])):
+            if not np.all(np.isfinite(x_new)) or not np.all(np.isfinite(mode)):
                 raise torch.linalg.LinAlgError("GP dimer produced non-finite coordinates")
-            self.mode = inner["mode"]
-            return inner["x"], inner["curvature"], self._gp_surface(inner["x"])[0]
+            self.mode = mode
+            return x_new, inner["curvature"], predicted
         except torch.linalg.LinAlgError:
             pass
         # the GP misbehaves: one classical dimer step on the true surface

@@ -60,6 +60,8 @@ class TrustRegion:
         from .distance import ot_distances_to  # scipy loads on first use
 
         def distance(x):
+            if hasattr(x, "detach"):  # a tensor of the GP inner loop: the assignment runs on the host (SciPy)
+                x = x.detach().cpu().numpy()
             return float(ot_distances_to(x, np.array(gp.X), numbers).min())
 
         return cls(distance, radius_A, min_A, max_A, failure_min_limit=min_A, unit="Å")
@@ -79,7 +81,11 @@ class TrustRegion:
 
         def distance(x):
             with torch.no_grad():
-                f, _ = features(torch.as_tensor(np.atleast_2d(x), dtype=DTYPE, device=features.device))
+                if torch.is_tensor(x):  # the GP inner loop's tensor, already on the features' device
+                    x = x.reshape(1, -1)
+                else:
+                    x = torch.as_tensor(np.atleast_2d(x), dtype=DTYPE, device=features.device)
+                f, _ = features(x)
                 return float(features.log_distance_ratio(f, gp.data_features).min())
 
         return cls(distance, ratio, ratio / 8.0, ratio, failure_min_limit=0.0)
