@@ -18,6 +18,10 @@ the defaults of SaddleSettings.
 
     OMP_NUM_THREADS=1 python scripts/benchmark_gp_overhead.py --cases pt-adatom --starts 3
     OMP_NUM_THREADS=1 python scripts/benchmark_gp_overhead.py --policy old,new --json gp_cost.json
+    python scripts/benchmark_gp_overhead.py --devices cpu,cuda --methods gp-dimer --cases pt-heptamer
+
+``--devices``: where the GP and its inner dimer loop run (the force calls stay EMT on the CPU); on a GPU the
+"own CPU" figure counts the host's share only, so compare wall times there.
 
 The break-even force-call cost t* (ms) above which a GP method beats the dimer in wall time:
 calls_gp t + overhead_gp = calls_dimer t + overhead_dimer, with medians over the searches.
@@ -104,17 +108,18 @@ def pt_heptamer():
 CASES = {"pt-adatom": pt_adatom, "pt-heptamer": pt_heptamer}
 
 
-def run_one(start, mode, method, seed, sigma, policy, max_calls, fmax):
+def run_one(start, mode, method, seed, sigma, policy, max_calls, fmax, device="cpu"):
     TimedEMT.cpu_s = 0.0
     wall, cpu = time.perf_counter(), time.process_time()
     result = search(start, calculator=TimedEMT(), method=method, mode=mode, seed=seed,
-                    displace_A=sigma if seed > 0 else 0.0, fmax=fmax, max_calls=max_calls, device="cpu",
+                    displace_A=sigma if seed > 0 else 0.0, fmax=fmax, max_calls=max_calls, device=device,
                     **(POLICIES[policy] if method != "dimer" else {}))
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     calls = result.force_calls
     all_calls = calls + result.verify_calls
     own = cpu - TimedEMT.cpu_s  # everything but the force calls (verification's few ms included)
-    return {"method": method, "policy": policy if method != "dimer" else "-", "seed": seed, "calls": calls,
+    return {"method": method, "policy": policy if method != "dimer" else "-", "device": device, "seed": seed,
+            "calls": calls,
             "status": result.status, "wall_s": wall, "cpu_s": cpu, "force_cpu_s": TimedEMT.cpu_s,
             "force_ms_per_call": 1e3 * TimedEMT.cpu_s / max(all_calls, 1),
             "own_cpu_per_call_s": own / max(calls, 1), "gp_s": result.gp_s}
@@ -133,6 +138,7 @@ def main():
     parser.add_argument("--sigma", type=float, default=0.05)
     parser.add_argument("--max-calls", type=int, default=200)
     parser.add_argument("--fmax", type=float, default=0.01)
+    parser.add_argument("--devices", default="cpu", help="comma-separated torch devices of the GP: cpu, cuda")
     parser.add_argument("--json")
     args = parser.parse_args()
     # one small search first, so that no row pays for importing scipy, torch's optimizers and the like
@@ -145,27 +151,30 @@ def main():
         start, mode = CASES[case]()
         for method in args.methods.split(","):
             for policy in (args.policy.split(",") if method != "dimer" else ["-"]):
-                for seed in range(args.starts):
+                for seed, device in [(seed, device) for seed in range(args.starts)
+                                     for device in args.devices.split(",")]:
                     row = run_one(start, mode, method, seed, args.sigma, policy if policy != "-" else "new",
-                                  args.max_calls, args.fmax)
+                                  args.max_calls, args.fmax, device)
                     row["case"] = case
                     rows.append(row)
-                    print(f"{case:12s} {method:12s} {row['policy']:4s} seed {seed}  calls {row['calls']:4d}  "
+                    print(f"{case:12s} {method:12s} {row['policy']:4s} {device:5s} seed {seed}  "
+                          f"calls {row['calls']:4d}  "
                           f"{row['status']:14s} wall {row['wall_s']:7.2f} s  cpu {row['cpu_s']:7.2f} s  "
                           f"force {row['force_ms_per_call']:5.2f} ms/call  GP own {row['own_cpu_per_call_s']:.3f}"
                           f" CPU-s/call", flush=True)
-    print("\nmedians per case, method and policy")
-    print(f"{'case':12s} {'method':12s} {'pol':4s} {'ok':>5s} {'calls':>6s} {'wall s':>8s} {'own s/call':>10s}")
+    print("\nmedians per case, method, policy and device")
+    print(f"{'case':12s} {'method':12s} {'pol':4s} {'dev':5s} {'ok':>5s} {'calls':>6s} {'wall s':>8s} "
+          f"{'own s/call':>10s}")
     groups = {}
     for r in rows:
-        groups.setdefault((r["case"], r["method"], r["policy"]), []).append(r)
-    for (case, method, policy), group in groups.items():
+        groups.setdefault((r["case"], r["method"], r["policy"], r["device"]), []).append(r)
+    for (case, method, policy, device), group in groups.items():
         ok = sum(r["status"] == "verified" for r in group)
-        print(f"{case:12s} {method:12s} {policy:4s} {ok:2d}/{len(group):<2d} {median(group, 'calls'):6.1f} "
+        print(f"{case:12s} {method:12s} {policy:4s} {device:5s} {ok:2d}/{len(group):<2d} {median(group, 'calls'):6.1f} "
               f"{median(group, 'wall_s'):8.2f} {median(group, 'own_cpu_per_call_s'):10.4f}")
     print("\nbreak-even force-call cost t* (GP method faster than the dimer in wall time when a call costs more)")
-    for (case, method, policy), group in groups.items():
-        dimer = groups.get((case, "dimer", "-"))
+    for (case, method, policy, device), group in groups.items():
+        dimer = groups.get((case, "dimer", "-", device))
         if method == "dimer" or not dimer:
             continue
         saved = median(dimer, "calls") - median(group, "calls")
@@ -174,7 +183,7 @@ def main():
         over_dimer = median(dimer, "own_cpu_per_call_s") * median(dimer, "calls")
         text = (f"{1e3 * (over_gp - over_dimer) / saved:9.1f} ms per call" if saved > 0
                 else "never (saves no calls)")
-        print(f"{case:12s} {method:12s} {policy:4s} saves {saved:5.1f} calls, overhead {over_gp:7.2f} s vs "
+        print(f"{case:12s} {method:12s} {policy:4s} {device:5s} saves {saved:5.1f} calls, overhead {over_gp:7.2f} s vs "
               f"{over_dimer:5.2f} s: t* = {text}")
     if args.json:
         with atomic_write(args.json) as handle:

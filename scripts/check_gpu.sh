@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check: on a machine with CUDA, run the tests marked `gpu` (models equal their CPU results,
 # the MD engine, the forecaster rollout, OpenMM's CUDA platform with TorchForce and PythonForce, a GP
-# saddle search on the device), then the benchmarks at GPU sizes, and print a summary. About 5-8 min.
+# saddle search on the device), then the benchmarks at GPU sizes (MD, neighbour lists, the GP-dimer on
+# CPU vs GPU), and print a summary. About 6-10 min.
 #
 #     bash scripts/check_gpu.sh [OUTPUT_FOLDER]
 #
@@ -25,7 +26,10 @@ if [ "$has_cuda" = "1" ]; then
     echo "== benchmarks (cuda)" | tee -a "$out/summary.txt"
     timeout 150 $python scripts/benchmark_md.py --device cuda --repeats 5 --cu2048 2>&1 | tee "$out/benchmark_md.txt" | tail -25
     timeout 90 $python scripts/benchmark_neighbors.py 2>&1 | tee "$out/benchmark_neighbors.txt" | tail -15
-    cat "$out/benchmark_md.txt" "$out/benchmark_neighbors.txt" >> "$out/summary.txt"
+    # the GP-dimer with its GP and inner loop on the CPU and on the GPU (EMT force calls on the CPU)
+    timeout 150 $python scripts/benchmark_gp_overhead.py --devices cpu,cuda --cases pt-heptamer --methods gp-dimer \
+        --starts 1 2>&1 | tee "$out/benchmark_gp_overhead.txt" | tail -8
+    cat "$out/benchmark_md.txt" "$out/benchmark_neighbors.txt" "$out/benchmark_gp_overhead.txt" >> "$out/summary.txt"
 else
     echo "no CUDA device here: the gpu tests were skipped and no GPU benchmark ran" | tee -a "$out/summary.txt"
 fi
