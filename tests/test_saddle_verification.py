@@ -168,6 +168,28 @@ def test_a_saddle_below_the_start_is_a_warning(claimed):
     assert result.warnings == [w for w in result.warnings if "below the start" in w] and result.warnings
 
 
+def test_a_saddle_of_another_reaction_does_not_connect_to_the_start(claimed):
+    """From a start in minimum A's basin, Müller-Brown's saddle between B and C relaxes to B and C, not A."""
+    start = muller_brown_atoms(-0.5, 1.3)
+    claimed["x"] = [*MB_SADDLES[1], 0.0]
+    result = search(start, method="claims-converged", mode=MB_MODE, relax=True)
+    check = result.summary()["verification"]["checks"]["connects_to_start"]
+    assert result.status == "unverified" and not check["ok"]
+    assert "does not connect to the start's minimum" in result.message
+    a, b, c = (np.array(m) for m in (MB_MINIMA[0], MB_MINIMA[2], MB_MINIMA[1]))
+    np.testing.assert_allclose(sorted(check["value"]), sorted([np.linalg.norm(b - a), np.linalg.norm(c - a)]),
+                               atol=0.01)
+    assert result.summary()["relax_calls"] == result.relax_calls > 0
+    # the saddle between A and B connects, and is verified
+    claimed["x"] = [*MB_SADDLES[0], 0.0]
+    result = search(start, method="claims-converged", mode=MB_MODE, relax=True)
+    check = result.summary()["verification"]["checks"]["connects_to_start"]
+    assert check["ok"] and min(check["value"]) < 0.01 and result.status == "verified", result.message
+    # without --relax there is no such check (it needs the relaxations)
+    assert "connects_to_start" not in search(start, method="claims-converged", mode=MB_MODE).summary()[
+        "verification"]["checks"]
+
+
 def test_davidson_curvatures_against_eigenvalues():
     rng = np.random.default_rng(3)
     q, _ = np.linalg.qr(rng.normal(size=(12, 12)))

@@ -97,6 +97,9 @@ def _add_arguments(parser) -> None:
                         help=f"largest plausible energy above the start (default {defaults.max_barrier_eV} eV)")
     verify.add_argument("--max-displacement", type=float, default=defaults.max_displacement_A, metavar="A",
                         help=f"largest atom displacement from the start (default {defaults.max_displacement_A} Å)")
+    verify.add_argument("--connect-tolerance", type=float, default=defaults.connect_tolerance_A, metavar="A",
+                        help="with --relax: one side of the saddle must relax to within this of the start's "
+                        f"minimum (largest atom displacement, default {defaults.connect_tolerance_A} Å)")
     verify.add_argument("--min-mode-overlap", type=float, default=defaults.min_mode_overlap,
                         help="smallest |cos| between the final mode and a given --mode FILE before a warning "
                         f"(default {defaults.min_mode_overlap})")
@@ -156,7 +159,8 @@ def _settings(args):
                               verify_max_calls=args.verify_calls, curvature_tolerance=args.curvature_tolerance,
                               bond_factor=args.bond_factor, max_bond_stretch=args.max_bond_stretch,
                               max_barrier_eV=args.max_barrier, max_displacement_A=args.max_displacement,
-                              min_mode_overlap=args.min_mode_overlap, gp_refit_every=args.refit_every,
+                              min_mode_overlap=args.min_mode_overlap, connect_tolerance_A=args.connect_tolerance,
+                              gp_refit_every=args.refit_every,
                               gp_refit_iterations=args.refit_iterations,
                               gp_refit_error_factor=args.refit_error_factor, gp_incremental=not args.no_incremental,
                               coordinates=args.coordinates)

@@ -14,33 +14,41 @@ from .dimer import max_atom_norm
 RELAX_FMAX_FLOOR = 0.005
 
 
-def relax_both_sides(result, calculator, start_atoms, free, x0, fmax, step_A: float = 0.1,
-                     max_steps: int = 1000) -> None:
-    """Relax from saddle ± ``step_A`` (Å) along the mode; fill ``result``'s minima, barriers and relax_calls."""
+def relax_from(start_atoms, calculator, free, x, fmax, max_steps: int = 1000):
+    """FIRE from free coordinates ``x`` (Å) with the other atoms fixed; returns ``(atoms, calls, converged)``."""
     from ase.constraints import FixAtoms
     from ase.optimize import FIRE
 
+    atoms = start_atoms.copy()
+    atoms.set_constraint(FixAtoms(indices=np.setdiff1d(np.arange(len(atoms)), free)))
+    atoms.positions[free] = np.asarray(x).reshape(-1, 3)
+    atoms.calc = calculator
+    calls = [0]
+
+    def count():
+        calls[0] += 1
+
+    optimizer = FIRE(atoms, logfile=None)
+    optimizer.attach(count)
+    target = max(fmax, RELAX_FMAX_FLOOR)
+    optimizer.run(fmax=target, steps=max_steps)
+    return atoms, calls[0], bool(max_atom_norm(atoms.get_forces()[free].ravel()) < target)
+
+
+def relax_both_sides(result, calculator, start_atoms, free, x0, fmax, step_A: float = 0.1,
+                     max_steps: int = 1000) -> list:
+    """Relax from saddle ± ``step_A`` (Å) along the mode; fill ``result``'s minima, barriers and relax_calls.
+    Returns the two relaxed structures, the start's side first."""
     x_saddle = result.atoms.positions[free].ravel()
     mode = result.mode[free].ravel()
-    target = max(fmax, RELAX_FMAX_FLOOR)
-    minima = []
+    minima, structures = [], {}
     for sign in (+1, -1):
-        atoms = start_atoms.copy()
-        atoms.set_constraint(FixAtoms(indices=np.setdiff1d(np.arange(len(atoms)), free)))
-        atoms.positions[free] = (x_saddle + sign * step_A * mode).reshape(-1, 3)
-        atoms.calc = calculator
-        calls = [0]
-
-        def count():
-            calls[0] += 1
-
-        optimizer = FIRE(atoms, logfile=None)
-        optimizer.attach(count)
-        optimizer.run(fmax=target, steps=max_steps)
+        atoms, calls, converged = relax_from(start_atoms, calculator, free, x_saddle + sign * step_A * mode, fmax,
+                                             max_steps)
         x_min = atoms.positions[free].ravel()
-        minima.append({"side": sign, "energy": float(atoms.get_potential_energy()), "calls": calls[0],
-                       "converged": bool(max_atom_norm(atoms.get_forces()[free].ravel()) < target),
-                       "projection_A": float((x_min - x_saddle) @ mode)})
+        structures[sign] = atoms
+        minima.append({"side": sign, "energy": float(atoms.get_potential_energy()), "calls": calls,
+                       "converged": converged, "projection_A": float((x_min - x_saddle) @ mode)})
     start_side = +1 if float((x0 - x_saddle) @ mode) >= 0 else -1
     first = next(m for m in minima if m["side"] == start_side)
     other = next(m for m in minima if m["side"] != start_side)
@@ -48,5 +56,4 @@ def relax_both_sides(result, calculator, start_atoms, free, x0, fmax, step_A: fl
     result.barrier = result.energy - first["energy"]
     result.reverse_barrier = result.energy - other["energy"]
     result.relax_calls = sum(m["calls"] for m in minima)
-    if not all(m["converged"] for m in minima):
-        result.message += f"; a relaxation to a minimum did not converge in {max_steps} steps (barrier approximate)"
+    return [structures[start_side], structures[-start_side]]

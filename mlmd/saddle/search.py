@@ -12,7 +12,8 @@ verified (:mod:`mlmd.saddle.verify`: Hessian index, fragmentation, bond
 stretch, energy above the start, distance moved, overlap with the requested
 mode); when a check fails the status is ``unverified`` and the message names
 why. With ``relax`` it also relaxes down both sides to the minima
-(:mod:`mlmd.saddle.relax`) and reports the barrier. Energies in eV, forces in
+(:mod:`mlmd.saddle.relax`), reports the barrier and, when verifying, checks
+that one side reaches the minimum the start relaxes to. Energies in eV, forces in
 eV/Å, curvatures in eV/Å², lengths in Å.
 """
 
@@ -25,11 +26,11 @@ import numpy as np
 from ..errors import MLMDError
 from .gp_dimer import resolve_torch_device
 from .methods import AUTO, METHODS, MethodOutcome, auto_method
-from .relax import relax_both_sides
+from .relax import relax_both_sides, relax_from
 from .settings import SaddleSettings
 from .start import SearchStart, prepare_start, resolve_calculator
 from .true_surface import EvaluationFailed, TooManyFailures, TrueSurface
-from .verify import Verification, verify_saddle
+from .verify import Verification, connection_check, rigid_motions, verify_saddle
 
 #: exit status of ``mlmd saddle`` per result status
 EXIT_STATUS = {"verified": 0, "converged": 0, "not-converged": 1, "unverified": 3}
@@ -171,14 +172,22 @@ def search_with_settings(atoms, settings: SaddleSettings, calculator=None, model
     if settings.verify and result.converged:
         result.verification = verify_saddle(surface, start, outcome.x, outcome.mode, outcome.energy,
                                             outcome.gradient, settings)
+    if settings.relax and result.converged:
+        sides = relax_both_sides(result, calc, start.atoms, start.free, start.x0, settings.fmax)
+        if result.verification is not None:
+            start_minimum, calls, _ = relax_from(start.atoms, calc, start.free, start.x0, settings.fmax)
+            result.relax_calls += calls
+            result.verification.checks.append(connection_check(start_minimum, sides, start.free,
+                                                               rigid_motions(start.atoms, start.free),
+                                                               settings.connect_tolerance_A))
+    if result.verification is not None:
         for line in result.warnings:
             say(line)
-        if not result.verification.verified:
-            result.message = f"converged: saddle NOT verified ({result.verification.reasons()})"
-        else:
-            result.message = "converged: saddle verified (one negative curvature, no fragmentation, checks passed)"
-    if settings.relax and result.converged:
-        relax_both_sides(result, calc, start.atoms, start.free, start.x0, settings.fmax)
+        result.message = ("converged: saddle verified (one negative curvature, no fragmentation, checks passed)"
+                          if result.verification.verified else
+                          f"converged: saddle NOT verified ({result.verification.reasons()})")
+    if result.minima is not None and not all(m["converged"] for m in result.minima):
+        result.message += "; a relaxation to a minimum did not converge (barrier approximate)"
     result.wall_s = time.perf_counter() - wall_start
     return result
 

@@ -62,7 +62,11 @@ class SaddleSettings:
     ``max_bond_stretch`` x that length; the energy above the start must lie in
     at most ``max_barrier_eV`` (eV; more than 10 meV below the start warns); no atom may move more than
     ``max_displacement_A`` (Å); a given mode must keep ``|cos| >=
-    min_mode_overlap`` with the final one.
+    min_mode_overlap`` with the final one. With ``relax`` the start is relaxed
+    too, and one side of the saddle must relax to within
+    ``connect_tolerance_A`` (Å, largest atom displacement) of the start's
+    minimum: a saddle that does not connect to the start is of another
+    reaction.
 
     Cost of the GP (:mod:`mlmd.saddle.gp`): hyperparameters are refitted
     (warm-started, at most ``gp_refit_iterations`` L-BFGS iterations; 60 for
@@ -113,6 +117,7 @@ class SaddleSettings:
     max_barrier_eV: float = 5.0
     max_displacement_A: float = 3.0
     min_mode_overlap: float = 0.3
+    connect_tolerance_A: float = 0.2
     gp_refit_every: int = 5
     gp_refit_iterations: int = 10
     gp_refit_error_factor: float = 3.0
@@ -160,7 +165,8 @@ class SaddleSettings:
         if not self.trust_min_A <= self.trust_radius_A <= self.trust_max_A:
             raise SettingsError(f"the trust radius must lie between its bounds: trust_min_A {self.trust_min_A} <= "
                                 f"trust_radius_A {self.trust_radius_A} <= trust_max_A {self.trust_max_A}")
-        for name in ("verify_step_A", "curvature_tolerance", "bond_factor", "max_barrier_eV", "max_displacement_A"):
+        for name in ("verify_step_A", "curvature_tolerance", "bond_factor", "max_barrier_eV", "max_displacement_A",
+                     "connect_tolerance_A"):
             if not _positive(getattr(self, name)):
                 raise SettingsError(f"{name} must be a positive number; got {getattr(self, name)!r}")
         if not _real(self.max_bond_stretch) or self.max_bond_stretch < 1:

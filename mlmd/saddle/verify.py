@@ -27,6 +27,11 @@ each as a :class:`Check` (``ok``, a value, the threshold, a one-line
   ``max_displacement_A``; the RMS displacement is reported too;
 - ``mode_overlap``: ``|cos|`` between the final mode and the requested one
   at least ``min_mode_overlap`` (only when a mode was given; a warning, not a failure).
+
+With ``relax``, :func:`connection_check` adds ``connects_to_start``: one of
+the two minima the saddle relaxes to lies within ``connect_tolerance_A`` (Å,
+largest atom displacement, rigid motion removed) of the minimum the start
+relaxes to; otherwise the saddle belongs to another reaction.
 """
 
 from dataclasses import asdict, dataclass, field
@@ -231,6 +236,19 @@ def displacement_check(end, start, free, rotations: Optional[bool], settings) ->
     return Check("displacement", bool(ok), {"max_A": float(per_atom[far]), "rms_A": rms, "atom": int(free[far])},
                  settings.max_displacement_A,
                  f"moved {per_atom[far]:.2f} Å at most ({_label(end, int(free[far]))}), RMS {rms:.2f} Å{why}")
+
+
+def connection_check(start_minimum, minima, free, rotations: Optional[bool], tolerance_A: float) -> Check:
+    """``connects_to_start``: the largest free-atom displacement (Å) of each of the saddle's two ``minima`` from
+    ``start_minimum`` (rigid motion removed); passes when the smaller is at most ``tolerance_A``."""
+    distances = [float(np.linalg.norm(_aligned(minimum, start_minimum, rotations)[free]
+                                      - start_minimum.positions[free], axis=1).max()) for minimum in minima]
+    ok = min(distances) <= tolerance_A
+    sides = " and ".join(f"{d:.2f}" for d in distances)
+    detail = (f"one side relaxes to the start's minimum ({min(distances):.3f} Å from it)" if ok else
+              f"the saddle does not connect to the start's minimum: its sides relax to minima {sides} Å from it "
+              f"(more than {tolerance_A} Å; a saddle of another reaction)")
+    return Check("connects_to_start", bool(ok), distances, tolerance_A, detail)
 
 
 def verify_saddle(surface, start, x, mode, energy: float, gradient: Optional[np.ndarray], settings) -> Verification:
