@@ -3,7 +3,7 @@
 Models: small float64 copper models of two families (``spline``: two- and three-body, one
 layer; ``facet``: message passing over two layers), each exported to mlmd's TorchScript file
 first so that the TorchScript-loaded path is the one exported, and the shipped ``ethanol``
-model (``equivariant``, float32). Reference: :class:`mlmd.MLMDCalculator` on the same file.
+model (``facet`` with ZBL, float32). Reference: :class:`mlmd.MLMDCalculator` on the same file.
 
 Tolerances: float64 runs the same arithmetic on another neighbour list (vesin's, other pair
 order), so results agree to roundoff: 1e-9 relative to the largest value. float32: 1e-5
@@ -152,6 +152,32 @@ def test_export_refuses_a_file_that_disagrees(tmp_path, monkeypatch):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model.pt"]
     monkeypatch.setattr(potential, "MetatomicPotential", original)
     assert export(source, output, format="metatomic").is_file()  # the same export, unbroken, is written
+
+
+def test_virial_check_catches_a_wrong_stress():
+    """The export's virial check passes mlmd's own calculator and refuses one whose stress is off by
+    0.01 eV / V: far below the virial itself, far above float64 roundoff."""
+    from ase.calculators.calculator import Calculator, all_changes
+
+    from mlmd.metatomic.export import check_virial
+
+    model = mlmd.load_model(small_copper_model("facet"))
+    reference = mlmd.MLMDCalculator(model)
+
+    class ShiftedStress(Calculator):
+        implemented_properties = ["energy", "forces", "stress"]
+
+        def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+            super().calculate(atoms, properties, system_changes)
+            copy = atoms.copy()
+            copy.calc = reference
+            self.results = {"energy": copy.get_potential_energy(), "forces": copy.get_forces(),
+                            "stress": copy.get_stress() + np.array([0.01, 0, 0, 0, 0, 0]) / atoms.get_volume()}
+
+    structures = [sheared_copper()]
+    assert check_virial(model, mlmd.MLMDCalculator(model), structures) < 1e-9
+    with pytest.raises(ExportMismatch, match="virial disagrees"):
+        check_virial(model, ShiftedStress(), structures)
 
 
 def test_a_forecaster_is_refused(tmp_path):
