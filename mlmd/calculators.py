@@ -55,7 +55,28 @@ def _gfn2():
     _limit_xtb_threads()
     # accuracy=0.01 converges the SCC tightly enough that labels do not depend on
     # the previous step's wavefunction (forces reproducible to ~1e-5 eV/Å).
-    return TBLite(method="GFN2-xTB", verbosity=0, accuracy=0.01)
+    return _restartable(TBLite)(method="GFN2-xTB", verbosity=0, accuracy=0.01)
+
+
+def _restartable(tblite_class):
+    """``tblite_class`` that forgets its previous result after a failed calculation.
+
+    tblite reuses the last result as the next call's start. After some failures
+    (the eigensolver's "sygvd failed", seen after a long saddle-search step) that
+    result is left half freed, and the next call aborts the whole Python process
+    with a Fortran runtime error. Dropping it costs one SCF from scratch.
+    """
+    from ase.calculators.calculator import CalculationFailed
+
+    class RestartableTBLite(tblite_class):
+        def calculate(self, *args, **kwargs):
+            try:
+                super().calculate(*args, **kwargs)
+            except CalculationFailed:
+                self._xtb, self._res = None, None
+                raise
+
+    return RestartableTBLite
 
 
 def _limit_xtb_threads() -> None:

@@ -3,7 +3,8 @@ reactions of ``scripts/saddle_cases.py`` (5 molecular with GFN2-xTB, 3 surface w
 are quick analytic checks).
 
 Every method starts from the same structures along the same mode: the relaxed reactant plus a seeded
-Gaussian displacement (``--sigma`` Å, seed 0 .. ``--starts``-1) of the free atoms, mode = the case's guess
+Gaussian displacement (``--sigma`` Å, seed 0 .. ``--starts``-1) of the free atoms (on slabs only those
+within ``saddle_cases.DISPLACE_RADIUS_A`` of the moving atoms), mode = the case's guess
 (unit product - reactant on the moving atoms, or a chemical guess). Same ``--fmax`` and ``--max-calls``
 for all. Sella: ``order=1``, internal coordinates for molecules, Cartesian for slabs, the mode given as its
 initial eigenvector guess; ASE's dimer: ``mlmd.saddle.surfaces.ase_dimer_search``. Force calls are true
@@ -158,6 +159,12 @@ def one_search(method, start, case, args):
     return out
 
 
+def energy_of(atoms, case) -> float:
+    work = atoms.copy()
+    work.calc = case.factory()
+    return float(work.get_potential_energy())
+
+
 def run_case(name, methods, args, folder, done):
     """Rows of case ``name``; searches already in ``done`` (case, seed, method) -> row are not rerun; each new row
     is appended to ``folder/rows.jsonl`` as soon as it is judged."""
@@ -168,20 +175,22 @@ def run_case(name, methods, args, folder, done):
           f"E-E_reactant {reference['barrier']:.3f} eV, Hessian index {reference['hessian_index']} "
           f"(set-up {time.perf_counter() - began:.0f} s)", flush=True)
     rows = []
-    free = case.free
+    displaced = case.displaced
     for seed in range(args.starts):
         start = case.reactant.copy()
-        noise = np.random.default_rng(seed).normal(scale=args.sigma, size=(len(free), 3))
+        noise = np.random.default_rng(seed).normal(scale=args.sigma, size=(len(displaced), 3))
         if case.kind == "analytic" and name == "mb":
             noise[:, 2] = 0.0
-        start.positions[free] += noise
+        start.positions[displaced] += noise
+        lift = energy_of(start, case) - energy_of(case.reactant, case)
+        print(f"   seed {seed}: {len(displaced)} atoms displaced, start {lift:.3f} eV above the reactant", flush=True)
         for method in methods:
             if (name, seed, method) in done:
                 rows.append(done[(name, seed, method)])
                 continue
             out = one_search(method, start, case, args)
             verdict = judge(out.pop("atoms"), out["converged"], case, reference)
-            row = {"case": name, "seed": seed, "method": method, **out, **verdict}
+            row = {"case": name, "seed": seed, "method": method, "start_above_reactant_eV": lift, **out, **verdict}
             rows.append(row)
             with open(folder / "rows.jsonl", "a") as stream:  # append-only log, so a crash loses one search at most
                 stream.write(json.dumps(row, default=float) + "\n")

@@ -38,6 +38,24 @@ def _check_end_states(case):
 def test_slab_cases_are_minima(name):
     case = build_case(name)
     _check_end_states(case)
+    _check_displaced(case)
+
+
+def _check_displaced(case):
+    """A slab start displaces the moving atoms and their first neighbours (ASE's neighbour list), no more,
+    and none of the fixed atoms."""
+    from ase.neighborlist import NeighborList
+
+    radius = saddle_cases.DISPLACE_RADIUS_A
+    neighbours = NeighborList([radius / 2] * len(case.reactant), skin=0.0, self_interaction=False,
+                              bothways=True)
+    neighbours.update(case.reactant)
+    expected = set(case.moving.tolist())
+    for atom in case.moving:
+        expected.update(neighbours.get_neighbors(atom)[0].tolist())
+    expected &= set(case.free.tolist())
+    assert set(case.displaced.tolist()) == expected
+    assert 1 < len(expected) < len(case.free) // 2
     assert len(case.free) >= 31  # 4x4 top two layers (+ adatom), bigger than the old 3x3x3 slab
 
 
