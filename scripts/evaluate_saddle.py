@@ -22,6 +22,7 @@ verification flagged a wrong saddle (status ``unverified``) is recorded.
     OMP_NUM_THREADS=1 nice -n 5 python scripts/evaluate_saddle.py --out out        # everything
     python scripts/evaluate_saddle.py --cases mb,hcn --methods p-rfo,sella --starts 1
     python scripts/evaluate_saddle.py --out out --resume     # after a crash: reruns only what is missing
+                                                             # (a search that killed the process is not rerun)
 """
 
 import argparse
@@ -83,7 +84,7 @@ class Counter(Calculator):
 def run_ours(method, start, case, fmax, max_calls, relax=False):
     counter = Counter(case.factory())
     result = search(start, calculator=counter, method=method, mode=case.mode, fmax=fmax, max_calls=max_calls,
-                    device="cpu", relax=relax)
+                    device="cpu", relax=relax, product=case.product if relax else None)
     return {"converged": bool(result.converged), "atoms": result.atoms, "force_calls": int(result.force_calls),
             "verify_calls": int(result.verify_calls), "relax_calls": int(result.relax_calls),
             "gp_s": float(result.gp_s), "status": result.status, "verified": result.verified,
@@ -188,6 +189,8 @@ def run_case(name, methods, args, folder, done):
             if (name, seed, method) in done:
                 rows.append(done[(name, seed, method)])
                 continue
+            with open(folder / "started.jsonl", "a") as stream:  # a search that kills the process is skipped on --resume
+                stream.write(json.dumps({"case": name, "seed": seed, "method": method}) + "\n")
             out = one_search(method, start, case, args)
             verdict = judge(out.pop("atoms"), out["converged"], case, reference)
             row = {"case": name, "seed": seed, "method": method, "start_above_reactant_eV": lift, **out, **verdict}
@@ -200,6 +203,17 @@ def run_case(name, methods, args, folder, done):
                   f"wall {out['wall_s']:7.2f} s  dE {verdict['energy_minus_reference']: .3f} eV  "
                   f"rmsd {verdict['rmsd_to_reference']:.3f} Å  index {verdict['hessian_index']}{flag}", flush=True)
     return rows, reference
+
+
+def crashed_searches(folder, done) -> list:
+    """(case, seed, method) of the searches started but never judged: the process died during them (a
+    calculator's native abort, say)."""
+    path = folder / "started.jsonl"
+    if not path.exists():
+        return []
+    started = [json.loads(line) for line in path.read_text().splitlines()]
+    keys = [(s["case"], s["seed"], s["method"]) for s in started]
+    return [key for key in dict.fromkeys(keys) if key not in done]
 
 
 def median(values):
@@ -253,9 +267,9 @@ def main():
     parser.add_argument("--max-calls", type=int, default=300)
     parser.add_argument("--max-wall", type=float, default=120.0, help="s per search")
     parser.add_argument("--relax", action="store_true",
-                        help="our methods relax both sides of a converged saddle, so that their verification "
-                        "also checks that it connects to the start's minimum (relax_calls reported apart; the "
-                        "wall time includes them)")
+                        help="our methods relax both sides of a converged saddle and are given the case's "
+                        "product, so that their verification also checks that it connects to the start's "
+                        "minimum and to the product (relax_calls reported apart; the wall time includes them)")
     parser.add_argument("--out", default="out", help="folder for the references, table and JSON")
     parser.add_argument("--resume", action="store_true",
                         help="keep the searches already in OUT/rows.jsonl (same settings assumed)")
@@ -282,8 +296,21 @@ def main():
         for line in (folder / "rows.jsonl").read_text().splitlines():
             row = json.loads(line)
             done[(row["case"], row["seed"], row["method"])] = row
-    elif (folder / "rows.jsonl").exists():
-        (folder / "rows.jsonl").unlink()
+        for key in crashed_searches(folder, done):
+            row = {"case": key[0], "seed": key[1], "method": key[2], "converged": False, "force_calls": -1,
+                   "timed_out": False, "wall_s": float("nan"), "error": "the process died during this search",
+                   "outcome": "not-converged", "success": False, "same_energy_saddle": False,
+                   "hessian_index": None, "energy_minus_reference": float("nan"),
+                   "rmsd_to_reference": float("nan")}
+            done[key] = row
+            with open(folder / "rows.jsonl", "a") as stream:
+                stream.write(json.dumps(row, default=float) + "\n")
+            print(f"{key[0]} seed {key[1]} {key[2]}: the process died during this search last time; "
+                  "recorded as not converged", flush=True)
+    else:
+        for log in ("rows.jsonl", "started.jsonl"):
+            if (folder / log).exists():
+                (folder / log).unlink()
     began = time.perf_counter()
     for name in args.cases.split(","):
         case_rows, references[name] = run_case(name, methods, args, folder, done)

@@ -171,6 +171,10 @@ def test_bad_input_gives_one_line_errors(tmp_path, capsys):
     np.savetxt(tmp_path / "mode.txt", np.ones((2, 3)))
     assert "shape" in _cli_error(capsys, good, "--calculator", "emt", "--mode", tmp_path / "mode.txt")
     assert "--model" in _cli_error(capsys, good)
+    write(tmp_path / "hhe.xyz", Atoms("H2He", positions=leps_atoms(1.0, 1.0).positions))
+    assert "same order" in _cli_error(capsys, good, "--calculator", "emt", "--product", tmp_path / "hhe.xyz")
+    write(tmp_path / "two.xyz", [leps_atoms(1.0, 1.0), leps_atoms(1.1, 1.0)])
+    assert "2 frames" in _cli_error(capsys, good, "--calculator", "emt", "--product", tmp_path / "two.xyz")
     with pytest.raises(MLMDError, match="unknown method"):
         search(leps_atoms(), method="neb")
 

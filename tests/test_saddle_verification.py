@@ -10,6 +10,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.io import write
 
 from mlmd.cli import main
+from mlmd.errors import MLMDError
 from mlmd.saddle import METHODS, search
 from mlmd.saddle.curvature import lowest_curvatures, rigid_basis
 from mlmd.saddle.methods import MethodOutcome, register_method
@@ -188,6 +189,26 @@ def test_a_saddle_of_another_reaction_does_not_connect_to_the_start(claimed):
     # without --relax there is no such check (it needs the relaxations)
     assert "connects_to_start" not in search(start, method="claims-converged", mode=MB_MODE).summary()[
         "verification"]["checks"]
+
+
+def test_a_saddle_of_a_competing_reaction_does_not_connect_to_the_product(claimed):
+    """From Müller-Brown's middle minimum two saddles lead out: towards the product asked for (the upper-left
+    minimum) and towards the lower-right one. Both connect to the start; only the first reaches the product."""
+    start = muller_brown_atoms(-0.1, 0.5)  # in the middle minimum's basin
+    product = muller_brown_atoms(*MB_MINIMA[0])
+    claimed["x"] = [*MB_SADDLES[1], 0.0]  # towards the lower-right minimum
+    result = search(start, method="claims-converged", mode=MB_MODE, product=product)
+    checks = result.summary()["verification"]["checks"]
+    assert checks["connects_to_start"]["ok"] and not checks["connects_to_product"]["ok"]
+    assert result.status == "unverified" and "does not connect to the given product" in result.message
+    assert result.minima is not None  # a product implies the relaxation
+    claimed["x"] = [*MB_SADDLES[0], 0.0]  # the saddle to the product
+    result = search(start, method="claims-converged", mode=MB_MODE, product=product.positions)
+    checks = result.summary()["verification"]["checks"]
+    assert checks["connects_to_product"]["ok"] and min(checks["connects_to_product"]["value"]) < 0.01
+    assert result.status == "verified", result.message
+    with pytest.raises(MLMDError, match="the product has 2 atoms and the start 1"):
+        search(start, method="claims-converged", mode=MB_MODE, product=np.zeros((2, 3)))
 
 
 def test_davidson_curvatures_against_eigenvalues():

@@ -61,6 +61,9 @@ def _add_arguments(parser) -> None:
     parser.add_argument("--max-step", type=float, help="largest translation step in Å (default 0.1 GP, 0.2 dimer)")
     parser.add_argument("--seed", type=int, default=0, help="random seed for the mode and displacement (default 0)")
     parser.add_argument("--relax", action="store_true", help="relax down both sides to the minima; report the barrier")
+    parser.add_argument("--product", metavar="FILE",
+                        help="the intended end state (same atoms, same order; implies --relax): a saddle whose "
+                        "sides do not relax to the start and to this product is reported NOT verified")
     parser.add_argument("--device", default="auto", help="torch device for the GP and model: auto, cpu, cuda")
     parser.add_argument("--initial-rotations", type=int, help="GP rotations checked by true image evaluations before "
                         "the first step (default 5 for a random or displacement mode, 0 for a mode file)")
@@ -140,6 +143,25 @@ def _load_mode(text):
         raise MLMDError(f"could not read mode file {path}: {exc}; give N rows of 3 numbers (numpy.loadtxt)") from exc
 
 
+def _load_product(args):
+    """The --product file's positions, checked against the (first) start: same elements in the same order."""
+    if args.product is None:
+        return None
+    from ..io import read_frames, read_structure
+
+    frames = read_frames(args.product, index=":")
+    if len(frames) != 1:
+        raise MLMDError(f"product file {args.product} holds {len(frames)} frames; give a file with the product "
+                        "structure alone")
+    product = read_structure(args.product, use_velocities=False)
+    start = read_structure(args.start[0], args.frame, use_velocities=False)
+    if list(product.numbers) != list(start.numbers):
+        raise MLMDError(f"product {args.product} does not hold the start's atoms in the start's order "
+                        f"({product.get_chemical_formula()} against {start.get_chemical_formula()}); write the "
+                        "product with the same atoms, same order")
+    return product.positions
+
+
 def _settings(args):
     """The search settings from the options, validated before any work."""
     from .settings import SaddleSettings
@@ -153,7 +175,8 @@ def _settings(args):
     settings = SaddleSettings(method=args.method, mode=_load_mode(args.mode), fmax=args.fmax,
                               max_calls=args.max_calls, fixed=_indices(args.fix, "--fix"), displace_A=args.displace,
                               displace_atoms=_indices(args.displace_atoms, "--displace-atoms"), seed=args.seed,
-                              max_step_A=args.max_step, relax=args.relax, device=args.device,
+                              max_step_A=args.max_step, relax=args.relax, product=_load_product(args),
+                              device=args.device,
                               initial_rotations=args.initial_rotations, prune=False if args.no_prune else None,
                               max_failures=args.max_failures, verify=not args.no_verify,
                               verify_max_calls=args.verify_calls, curvature_tolerance=args.curvature_tolerance,

@@ -116,7 +116,7 @@ def search(atoms, calculator=None, model=None, method: str = "auto", mode: Union
            fmax: float = 0.01, max_calls: int = SaddleSettings.max_calls, fixed: Optional[Sequence[int]] = None,
            displace_A: float = 0.0, displace_atoms: Optional[Sequence[int]] = None, seed: int = 0,
            separation_A: float = 0.01, max_step_A: Optional[float] = None, relax: bool = False,
-           device: str = "auto", prune: Optional[bool] = None, prune_size: int = 12, prune_newest: int = 4,
+           product=None, device: str = "auto", prune: Optional[bool] = None, prune_size: int = 12, prune_newest: int = 4,
            trust_ratio: float = 0.2, trust_radius_A: float = 0.2, trust_min_A: float = 0.1,
            trust_max_A: float = 2.0, initial_rotations: Optional[int] = None, inner_iterations: int = 100,
            pair_cutoff_A: float = 5.0, min_distance_A: float = 0.5, min_negative_curvature: float = 1e-3,
@@ -129,7 +129,10 @@ def search(atoms, calculator=None, model=None, method: str = "auto", mode: Union
     ``displace_A``: standard deviation (Å) of a seeded Gaussian displacement of the free
     atoms (or of ``displace_atoms``) applied to the start. ``fmax`` (eV/Å) is the
     convergence threshold on the largest per-atom gradient; ``max_calls`` bounds the
-    true evaluations of the search (relaxation calls are counted separately).
+    true evaluations of the search (relaxation calls are counted separately). ``relax``: relax
+    down both sides of the saddle and check that one side reaches the start's minimum;
+    ``product`` (Atoms or [n_atoms, 3] positions, Å): the intended end state, which implies
+    ``relax`` and also requires the other side to reach it.
     ``initial_rotations``: GP rotations checked by true image evaluations before the first
     translation (default 5 for a random or displacement mode, 0 for a given mode). A saddle needs a
     curvature along the mode below ``-min_negative_curvature`` (eV/Å²), so flat regions do not count.
@@ -140,11 +143,21 @@ def search(atoms, calculator=None, model=None, method: str = "auto", mode: Union
     settings = SaddleSettings(
         method=method, mode=mode, fmax=fmax, max_calls=max_calls, fixed=fixed, displace_A=displace_A,
         displace_atoms=displace_atoms, seed=seed, separation_A=separation_A, max_step_A=max_step_A, relax=relax,
+        product=None if product is None else np.asarray(getattr(product, "positions", product), dtype=float),
         device=device, prune=prune, prune_size=prune_size, prune_newest=prune_newest, trust_ratio=trust_ratio,
         trust_radius_A=trust_radius_A, trust_min_A=trust_min_A, trust_max_A=trust_max_A,
         initial_rotations=initial_rotations, inner_iterations=inner_iterations, pair_cutoff_A=pair_cutoff_A,
         min_distance_A=min_distance_A, min_negative_curvature=min_negative_curvature, **verification)
     return search_with_settings(atoms, settings, calculator=calculator, model=model, log=log)
+
+
+def _product_coordinates(product, start) -> np.ndarray:
+    """The free coordinates of the intended product (positions [n_atoms, 3], Å), checked against the start."""
+    product = np.asarray(product, dtype=float)
+    if product.shape != start.atoms.positions.shape:
+        raise MLMDError(f"the product has {len(product)} atoms and the start {len(start.atoms)}: give the same "
+                        "structure after the reaction, with the atoms in the same order")
+    return product[start.free].ravel()
 
 
 def search_with_settings(atoms, settings: SaddleSettings, calculator=None, model=None,
@@ -153,6 +166,8 @@ def search_with_settings(atoms, settings: SaddleSettings, calculator=None, model
     wall_start = time.perf_counter()
     settings.validate()
     start = prepare_start(atoms, settings)
+    if settings.product is not None:
+        _product_coordinates(settings.product, start)  # a mismatch fails here, before any work
     if settings.method == AUTO:
         settings = settings.replace(method=auto_method(start.atoms, start.free))
     method = METHODS[settings.method]
@@ -172,14 +187,18 @@ def search_with_settings(atoms, settings: SaddleSettings, calculator=None, model
     if settings.verify and result.converged:
         result.verification = verify_saddle(surface, start, outcome.x, outcome.mode, outcome.energy,
                                             outcome.gradient, settings)
-    if settings.relax and result.converged:
+    if (settings.relax or settings.product is not None) and result.converged:
         sides = relax_both_sides(result, calc, start.atoms, start.free, start.x0, settings.fmax)
         if result.verification is not None:
-            start_minimum, calls, _ = relax_from(start.atoms, calc, start.free, start.x0, settings.fmax)
-            result.relax_calls += calls
-            result.verification.checks.append(connection_check(start_minimum, sides, start.free,
-                                                               rigid_motions(start.atoms, start.free),
-                                                               settings.connect_tolerance_A))
+            ends = {"start": start.x0}
+            if settings.product is not None:
+                ends["product"] = _product_coordinates(settings.product, start)
+            for target, x_end in ends.items():
+                end_minimum, calls, _ = relax_from(start.atoms, calc, start.free, x_end, settings.fmax)
+                result.relax_calls += calls
+                result.verification.checks.append(connection_check(end_minimum, sides, start.free,
+                                                                   rigid_motions(start.atoms, start.free),
+                                                                   settings.connect_tolerance_A, target))
     if result.verification is not None:
         for line in result.warnings:
             say(line)

@@ -66,7 +66,11 @@ class SaddleSettings:
     too, and one side of the saddle must relax to within
     ``connect_tolerance_A`` (Å, largest atom displacement) of the start's
     minimum: a saddle that does not connect to the start is of another
-    reaction.
+    reaction. ``product`` ([n_atoms, 3] positions in Å, same atoms and order as
+    the start) names the intended end state: it implies ``relax``, the product
+    is relaxed on the same potential, and the saddle's other side must relax to
+    within ``connect_tolerance_A`` of it, so a saddle of a competing reaction
+    from the same start is not reported as verified.
 
     Cost of the GP (:mod:`mlmd.saddle.gp`): hyperparameters are refitted
     (warm-started, at most ``gp_refit_iterations`` L-BFGS iterations; 60 for
@@ -94,6 +98,7 @@ class SaddleSettings:
     separation_A: float = 0.01
     max_step_A: Optional[float] = None
     relax: bool = False
+    product: Optional[np.ndarray] = None
     device: str = "auto"
     prune: Optional[bool] = None
     prune_size: int = 12
@@ -169,6 +174,11 @@ class SaddleSettings:
                      "connect_tolerance_A"):
             if not _positive(getattr(self, name)):
                 raise SettingsError(f"{name} must be a positive number; got {getattr(self, name)!r}")
+        if self.product is not None:
+            product = np.asarray(self.product, dtype=float)
+            if product.ndim != 2 or product.shape[1] != 3 or not np.all(np.isfinite(product)):
+                raise SettingsError("product must be the end state's positions, an N x 3 array of finite numbers "
+                                    "(Å)")
         if not _real(self.max_bond_stretch) or self.max_bond_stretch < 1:
             raise SettingsError(f"max_bond_stretch must be a number >= 1; got {self.max_bond_stretch!r}")
         if not _real(self.gp_refit_error_factor) or self.gp_refit_error_factor < 0:

@@ -238,17 +238,20 @@ def displacement_check(end, start, free, rotations: Optional[bool], settings) ->
                  f"moved {per_atom[far]:.2f} Å at most ({_label(end, int(free[far]))}), RMS {rms:.2f} Å{why}")
 
 
-def connection_check(start_minimum, minima, free, rotations: Optional[bool], tolerance_A: float) -> Check:
-    """``connects_to_start``: the largest free-atom displacement (Å) of each of the saddle's two ``minima`` from
-    ``start_minimum`` (rigid motion removed); passes when the smaller is at most ``tolerance_A``."""
-    distances = [float(np.linalg.norm(_aligned(minimum, start_minimum, rotations)[free]
-                                      - start_minimum.positions[free], axis=1).max()) for minimum in minima]
+def connection_check(target_minimum, minima, free, rotations: Optional[bool], tolerance_A: float,
+                     target: str = "start") -> Check:
+    """``connects_to_<target>``: the largest free-atom displacement (Å) of each of the saddle's two ``minima``
+    from ``target_minimum`` (the relaxed start, or the relaxed product; rigid motion removed); passes when the
+    smaller is at most ``tolerance_A``."""
+    distances = [float(np.linalg.norm(_aligned(minimum, target_minimum, rotations)[free]
+                                      - target_minimum.positions[free], axis=1).max()) for minimum in minima]
     ok = min(distances) <= tolerance_A
     sides = " and ".join(f"{d:.2f}" for d in distances)
-    detail = (f"one side relaxes to the start's minimum ({min(distances):.3f} Å from it)" if ok else
-              f"the saddle does not connect to the start's minimum: its sides relax to minima {sides} Å from it "
+    named = "the start's minimum" if target == "start" else "the given product"
+    detail = (f"one side relaxes to {named} ({min(distances):.3f} Å from it)" if ok else
+              f"the saddle does not connect to {named}: its sides relax to minima {sides} Å from it "
               f"(more than {tolerance_A} Å; a saddle of another reaction)")
-    return Check("connects_to_start", bool(ok), distances, tolerance_A, detail)
+    return Check(f"connects_to_{target}", bool(ok), distances, tolerance_A, detail)
 
 
 def verify_saddle(surface, start, x, mode, energy: float, gradient: Optional[np.ndarray], settings) -> Verification:
