@@ -211,6 +211,23 @@ def test_a_saddle_of_a_competing_reaction_does_not_connect_to_the_product(claime
         search(start, method="claims-converged", mode=MB_MODE, product=np.zeros((2, 3)))
 
 
+@pytest.mark.parametrize("method", ["dimer", "gp-dimer", "ot-gp-dimer", "p-rfo", "gp-p-rfo"])
+def test_a_product_orients_the_climb(method):
+    """A start displaced from Müller-Brown's middle minimum away from the upper-left one, the mode along the
+    line between them: min-mode following climbs up the side the start lies on and ends at the other saddle;
+    with the upper-left minimum given as the product every method climbs towards it instead."""
+    upper_left, middle = np.array(MB_MINIMA[0]), np.array(MB_MINIMA[2])
+    towards = (upper_left - middle) / np.linalg.norm(upper_left - middle)
+    start = muller_brown_atoms(*(middle - 0.05 * towards))
+    mode = np.array([[*towards, 0.0]])
+    for product, saddle in ((None, 1), (muller_brown_atoms(*upper_left), 0)):
+        result = search(start, method=method, mode=mode, fmax=0.01, max_calls=100, product=product)
+        found = result.atoms.positions[0, :2]
+        distances = [np.linalg.norm(found - np.array(known)) for known in MB_SADDLES]
+        assert result.status == "verified" and np.argmin(distances) == saddle and min(distances) < 3e-3, (
+            product is not None, result.message, found)
+
+
 def test_davidson_curvatures_against_eigenvalues():
     rng = np.random.default_rng(3)
     q, _ = np.linalg.qr(rng.normal(size=(12, 12)))

@@ -107,13 +107,18 @@ def rotate(surface: Surface, x: np.ndarray, g0: np.ndarray, mode: np.ndarray, se
     return N, C, g1, calls, angle
 
 
-def effective_force(g0: np.ndarray, mode: np.ndarray, curvature: float) -> np.ndarray:
-    """Minimum-mode-inverted force (eV/Å) that a saddle search climbs along."""
+def effective_force(g0: np.ndarray, mode: np.ndarray, curvature: float, heading=None) -> np.ndarray:
+    """Minimum-mode-inverted force (eV/Å) that a saddle search climbs along: ``F - 2 (F·N) N`` where the
+    curvature is negative, else ``-(F·N) N``, uphill along the mode on whichever side of the minimum the
+    point lies. With a ``heading`` (a direction, towards a given product), where the curvature is positive
+    it climbs along ``±N``, the sign that moves along the heading, whatever that side."""
     force = -g0
-    parallel = float(force @ mode) * mode
+    along = float(force @ mode)
     if curvature < 0:
-        return force - 2 * parallel
-    return -parallel
+        return force - 2 * along * mode
+    if heading is not None:
+        return max(abs(along), 1e-12) * (1.0 if float(mode @ heading) >= 0 else -1.0) * mode
+    return -along * mode
 
 
 class Translator:
@@ -191,7 +196,7 @@ def dimer_search(surface: Surface, x: np.ndarray, mode: np.ndarray, fmax: float 
                  max_rotations: int = 10, angle_tolerance_rad: float = math.radians(5),
                  accept: Optional[Callable] = None, callback: Optional[Callable] = None,
                  energy0: Optional[float] = None, g0: Optional[np.ndarray] = None,
-                 min_negative_curvature: float = 1e-3, failures: tuple = (),
+                 min_negative_curvature: float = 1e-3, failures: tuple = (), heading=None,
                  on_failure: Optional[Callable] = None):
     """Run the dimer from ``x`` along ``mode`` until max per-atom |∇E| < ``fmax`` (eV/Å) with C < 0.
 
@@ -202,8 +207,9 @@ def dimer_search(surface: Surface, x: np.ndarray, mode: np.ndarray, fmax: float 
     ``failures`` raised by ``surface`` (a failed evaluation) sends the dimer back
     to the last good midpoint before the current one with half the largest step
     and a fresh L-BFGS memory, after ``on_failure(exception)``; each good step
-    then lets the largest step grow back by 1.5, up to ``max_step_A``. Returns a dict with x, mode, energy, gradient, curvature,
-    converged, evaluations, iterations.
+    then lets the largest step grow back by 1.5, up to ``max_step_A``. ``heading``: where the curvature is
+    positive, climb along the side of the mode it points to (:func:`effective_force`). Returns a dict with x, mode, energy, gradient,
+    curvature, converged, evaluations, iterations.
     """
     counted = CountingSurface(surface)
     x = _copy(x)
@@ -236,7 +242,7 @@ def dimer_search(surface: Surface, x: np.ndarray, mode: np.ndarray, fmax: float 
         if max_calls is not None and counted.calls >= max_calls:
             break
         climbing = curvature if curvature < -min_negative_curvature else abs(curvature) + min_negative_curvature
-        step = translator.step(x, effective_force(g0, N, climbing), climbing)
+        step = translator.step(x, effective_force(g0, N, climbing, heading), climbing)
         x_new = x + step
         if accept is not None:
             x_new, stopped = accept(x, x_new)

@@ -122,6 +122,7 @@ class GPDimer:
             self.trust = TrustRegion.distance_ratio(self.gp, settings.trust_ratio)
         self.x = np.asarray(x0, dtype=float).copy()
         self.mode = np.asarray(mode, dtype=float)
+        self.heading = self.mode.copy() if settings.oriented else None  # the start's mode, towards the product
         self.energy: Optional[float] = None
         self.gradient: Optional[np.ndarray] = None
         self.curvature = float("nan")
@@ -191,7 +192,8 @@ class GPDimer:
             inner = dimer_search(self.gp.surface, self._on_device(self.x), self._on_device(self.mode),
                                  fmax=threshold, separation_A=s.separation_A, max_iterations=s.inner_iterations,
                                  max_step_A=s.max_step_A, accept=self.trust.accept, max_rotations=GP_MAX_ROTATIONS,
-                                 min_negative_curvature=s.min_negative_curvature)
+                                 min_negative_curvature=s.min_negative_curvature,
+                                 heading=None if self.heading is None else self._on_device(self.heading))
             predicted = float(self.gp.surface(inner["x"])[0])
             x_new, mode = inner["x"].cpu().numpy(), inner["mode"].cpu().numpy()
             self.gp_seconds += time.perf_counter() - start
@@ -204,8 +206,8 @@ class GPDimer:
         # the GP misbehaves: one classical dimer step on the true surface
         self.mode, curvature, _, _, _ = rotate(lambda y: self.surface(y, kind="image"), self.x, self.gradient,
                                                self.mode, s.separation_A, max_rotations=FALLBACK_MAX_ROTATIONS)
-        step = Translator(max_step_A=s.max_step_A).step(self.x, effective_force(self.gradient, self.mode, curvature),
-                                                        curvature)
+        step = Translator(max_step_A=s.max_step_A).step(
+            self.x, effective_force(self.gradient, self.mode, curvature, self.heading), curvature)
         return self.x + step, curvature, None
 
     def step(self) -> None:

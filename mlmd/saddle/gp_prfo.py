@@ -88,7 +88,7 @@ class SurrogatePRFO:
         g = gradients[0]
         self.coords, _, self.follow = refresh_coordinates(self.coords, self.numbers, x, g, None, self.follow)
         self.H_q = self.coords.hessian(x, 0.5 * (H_x + H_x.T), g)
-        step = model_step(self.coords, x, g, self.H_q, self.follow, limit_A)
+        step = model_step(self.coords, x, g, self.H_q, self.follow, limit_A, self.settings.oriented)
         self.follow = step.follow
         return float(energies[0]), g, step
 

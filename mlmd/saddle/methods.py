@@ -177,7 +177,7 @@ def classical_dimer(start, surface, settings, say) -> MethodOutcome:
         out = dimer_search(true, start.x0, start.mode, fmax=settings.fmax, separation_A=settings.separation_A,
                            max_step_A=settings.max_step_A, max_calls=settings.max_calls, callback=progress,
                            min_negative_curvature=settings.min_negative_curvature, failures=(EvaluationFailed,),
-                           on_failure=failed)
+                           on_failure=failed, heading=start.mode if settings.oriented else None)
     except _OutOfCalls:
         pass
     except TooManyFailures as exc:

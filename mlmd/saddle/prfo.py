@@ -71,7 +71,7 @@ def bofill_update(H: np.ndarray, s: np.ndarray, y: np.ndarray) -> np.ndarray:
     return H + phi * sr1 + (1.0 - phi) * psb
 
 
-def prfo_step(H: np.ndarray, g: np.ndarray, follow: np.ndarray):
+def prfo_step(H: np.ndarray, g: np.ndarray, follow: np.ndarray, oriented: bool = False):
     """``(step, followed unit direction, its curvature, number of negative eigenvalues)`` of one P-RFO step.
 
     The maximised direction is the eigenvector of ``H`` that overlaps most with
@@ -79,7 +79,9 @@ def prfo_step(H: np.ndarray, g: np.ndarray, follow: np.ndarray):
     curvature along the mode yet) it is ``follow`` itself, and the step
     minimises in the eigenvectors of ``H`` projected onto its complement.
     With no gradient along a maximised direction of positive curvature the
-    step along it is the unit direction.
+    step along it is the unit direction. The returned direction keeps the sign
+    of ``follow``; with ``oriented`` the step along a maximised direction of
+    positive curvature goes along ``+follow`` whatever the gradient's sign.
     """
     H = 0.5 * (H + H.T)
     b, U = np.linalg.eigh(H)
@@ -87,7 +89,8 @@ def prfo_step(H: np.ndarray, g: np.ndarray, follow: np.ndarray):
     k = int(np.argmax(np.abs(U.T @ follow)))
     if b[k] < 0:
         others = np.delete(np.arange(len(b)), k)
-        u, c, b_others, U_others = U[:, k], float(b[k]), b[others], U[:, others]
+        u = U[:, k] if float(U[:, k] @ follow) >= 0 else -U[:, k]  # eigh's sign is arbitrary: keep follow's
+        c, b_others, U_others = float(b[k]), b[others], U[:, others]
     else:
         u = follow / np.linalg.norm(follow)
         complement = np.eye(len(u)) - np.outer(u, u)
@@ -102,7 +105,10 @@ def prfo_step(H: np.ndarray, g: np.ndarray, follow: np.ndarray):
     augmented[:m, m] = augmented[m, :m] = F_others
     lam_n = np.linalg.eigvalsh(augmented)[0]
     denominator = c - lam_p
-    step = (-F / denominator if abs(denominator) > 1e-12 else 1.0) * u
+    along = -F / denominator if abs(denominator) > 1e-12 else 1.0
+    if oriented and c >= 0:
+        along = abs(along)
+    step = along * u
     denominators = b_others - lam_n
     ok = np.abs(denominators) > 1e-12
     step = step - U_others[:, ok] @ (F_others[ok] / denominators[ok])
@@ -172,14 +178,15 @@ class ModelStep:
     frame: Frame
 
 
-def model_step(coords: Coordinates, x, g_x, H_q, follow, limit_A: float) -> ModelStep:
-    """P-RFO step on ``H_q`` and the gradient at ``x``, its first-order Cartesian image within ``limit_A`` Å."""
+def model_step(coords: Coordinates, x, g_x, H_q, follow, limit_A: float, oriented: bool = False) -> ModelStep:
+    """P-RFO step on ``H_q`` and the gradient at ``x``, its first-order Cartesian image within ``limit_A`` Å
+    (``oriented``: see :func:`prfo_step`)."""
     frame = coords.frame(x)
     g_q = coords.gradient(x, g_x, frame)
     P = frame.P
     H = P @ H_q @ P + STIFF_CURVATURE * (np.eye(len(P)) - P)
     projected = P @ follow
-    dq, follow, _, negative = prfo_step(H, P @ g_q, projected / max(np.linalg.norm(projected), 1e-300))
+    dq, follow, _, negative = prfo_step(H, P @ g_q, projected / max(np.linalg.norm(projected), 1e-300), oriented)
     dq = P @ dq
     length = max_atom_norm(frame.Binv @ dq)
     if length > limit_A:
@@ -220,7 +227,7 @@ def prfo(start, surface, settings, say) -> MethodOutcome:
         follow = coords.vector(x, start.mode)
         while surface.calls < settings.max_calls:
             outcome.iterations += 1
-            step = model_step(coords, x, g, H_q, follow, trust.limit)
+            step = model_step(coords, x, g, H_q, follow, trust.limit, settings.oriented)
             follow, outcome.mode, outcome.curvature = step.follow, step.mode, step.curvature
             fmax_now = max_atom_norm(g)
             say(f"p-rfo {outcome.iterations:4d}  calls {surface.calls:5d}  E {energy: .6f} eV  fmax {fmax_now:.4f} "

@@ -166,8 +166,10 @@ def search_with_settings(atoms, settings: SaddleSettings, calculator=None, model
     wall_start = time.perf_counter()
     settings.validate()
     start = prepare_start(atoms, settings)
-    if settings.product is not None:
-        _product_coordinates(settings.product, start)  # a mismatch fails here, before any work
+    if settings.product is not None:  # the mode points towards the product (settings.oriented)
+        towards = _product_coordinates(settings.product, start) - start.x0
+        if float(start.mode @ towards) < 0:
+            start.mode = -start.mode
     if settings.method == AUTO:
         settings = settings.replace(method=auto_method(start.atoms, start.free))
     method = METHODS[settings.method]

@@ -70,7 +70,11 @@ class SaddleSettings:
     the start) names the intended end state: it implies ``relax``, the product
     is relaxed on the same potential, and the saddle's other side must relax to
     within ``connect_tolerance_A`` of it, so a saddle of a competing reaction
-    from the same start is not reported as verified.
+    from the same start is not reported as verified. It also orients the
+    search: the mode is turned to point towards the product, and where the
+    curvature along it is still positive every method climbs along ``+mode``
+    (without a product the side of the minimum the start lies on decides, as
+    in Sella and ASE's dimer).
 
     Cost of the GP (:mod:`mlmd.saddle.gp`): hyperparameters are refitted
     (warm-started, at most ``gp_refit_iterations`` L-BFGS iterations; 60 for
@@ -144,6 +148,11 @@ class SaddleSettings:
         if self.initial_rotations is not None:
             return self.initial_rotations
         return 0 if self.mode_is_given else DEFAULT_INITIAL_ROTATIONS
+
+    @property
+    def oriented(self) -> bool:
+        """Whether the mode's sign matters: with a product the search climbs towards it."""
+        return self.product is not None
 
     def validate(self) -> "SaddleSettings":
         """Check every setting; raise :class:`SettingsError` naming the first bad one. Returns ``self``."""
