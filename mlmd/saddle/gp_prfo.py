@@ -8,8 +8,9 @@ requested mode, ``Δ`` = ``separation_A``). Each outer iteration then
 2. runs P-RFO (:func:`~mlmd.saddle.prfo.model_step`; internal coordinates
    for a molecule, else Cartesian, as ``p-rfo``) on the GP mean energy and
    gradient from the last true point, with the mean's Hessian from central
-   differences of its gradient (one batched prediction of ``2n`` points,
-   step 1e-3 Å), each step moving no atom more than ``max_step_A`` (Å),
+   differences of its gradient there (one batched prediction of ``2n``
+   points, step 1e-3 Å) and Bofill updates from the mean's gradient along
+   the inner steps (one prediction each), each step moving no atom more than ``max_step_A`` (Å),
    until the GP's largest per-atom gradient is below ``max(min true fmax,
    fmax) / 10`` with one negative eigenvalue, a step leaves the trust region
    (the largest atom distance to the nearest true point, Å, within a radius
@@ -37,7 +38,7 @@ import numpy as np
 from .dimer import max_atom_norm
 from .gp_dimer import gp_threads, resolve_torch_device, update_gp
 from .methods import MethodOutcome, register_method
-from .prfo import STIFF_CURVATURE, make_coordinates, model_step, refresh_coordinates
+from .prfo import STIFF_CURVATURE, bofill_update, make_coordinates, model_step, refresh_coordinates
 from .true_surface import EvaluationFailed, TooManyFailures
 from .trust_region import TrustRegion
 
@@ -79,15 +80,28 @@ class SurrogatePRFO:
         self.gp.add(x, energy, gradient)
         return energy, gradient
 
-    def surrogate_step(self, x, limit_A: float):
-        """``(GP energy eV, GP gradient eV/Å, ModelStep)`` of P-RFO on the GP mean at ``x``."""
-        n = len(x)
-        h = HESSIAN_STEP_A
-        energies, gradients = self.gp.predict(np.vstack([x, x + h * np.eye(n), x - h * np.eye(n)]))
-        H_x = (gradients[1:n + 1] - gradients[n + 1:]).T / (2 * h)
-        g = gradients[0]
-        self.coords, _, self.follow = refresh_coordinates(self.coords, self.numbers, x, g, None, self.follow)
-        self.H_q = self.coords.hessian(x, 0.5 * (H_x + H_x.T), g)
+    def surrogate_step(self, x, limit_A: float, previous=None):
+        """``(GP energy eV, GP gradient eV/Å, ModelStep)`` of P-RFO on the GP mean at ``x``.
+
+        The mean's Hessian comes from central differences of its gradient (``2n`` predictions) or, given
+        ``previous = (x_before, its ModelStep)`` inside the inner loop, from a Bofill update of the
+        Hessian there with the mean's gradient change (one prediction)."""
+        if previous is None:
+            n = len(x)
+            h = HESSIAN_STEP_A
+            energies, gradients = self.gp.predict(np.vstack([x, x + h * np.eye(n), x - h * np.eye(n)]))
+            H_x = (gradients[1:n + 1] - gradients[n + 1:]).T / (2 * h)
+            g = gradients[0]
+            self.coords, _, self.follow = refresh_coordinates(self.coords, self.numbers, x, g, None, self.follow)
+            self.H_q = self.coords.hessian(x, 0.5 * (H_x + H_x.T), g)
+        else:
+            x_before, before = previous
+            energies, gradients = self.gp.predict(np.reshape(x, (1, -1)))
+            g = gradients[0]
+            dq = self.coords.difference(self.coords.values(x), self.coords.values(x_before))
+            self.H_q = bofill_update(self.H_q, dq, self.coords.gradient(x, g) - before.g_q)
+            self.coords, self.H_q, self.follow = refresh_coordinates(self.coords, self.numbers, x, g, self.H_q,
+                                                                     self.follow)
         step = model_step(self.coords, x, g, self.H_q, self.follow, limit_A, self.settings.oriented)
         self.follow = step.follow
         return float(energies[0]), g, step
@@ -103,8 +117,9 @@ class SurrogatePRFO:
             x_new = self.coords.to_cartesian(x, step.dq, step.frame)[0]
             if not np.all(np.isfinite(x_new)):
                 break
+            x_before = x
             x, stop = self.trust.accept(x, x_new)
-            energy, g, step = self.surrogate_step(x, s.max_step_A)
+            energy, g, step = self.surrogate_step(x, s.max_step_A, previous=(x_before, step))
             if stop:
                 break
         return x, energy
