@@ -228,6 +228,36 @@ def test_a_product_orients_the_climb(method):
             product is not None, result.message, found)
 
 
+class FailsBelow(MullerBrown):
+    """Müller-Brown whose evaluations fail (as an SCF that does not converge) below ``y_A``."""
+
+    def __init__(self, y_A: float):
+        super().__init__()
+        self.y_A = y_A
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        if atoms is not None and atoms.positions[0, 1] < self.y_A:
+            from ase.calculators.calculator import CalculationFailed
+
+            raise CalculationFailed("SCF not converged (a test calculator)")
+        super().calculate(atoms, properties, system_changes)
+
+
+def test_a_potential_failing_during_the_relaxation_does_not_end_the_search(claimed):
+    """The saddle between the upper-left and middle minima relaxes down one side into a region where the
+    potential fails: the search still returns its saddle, says why the relaxation stopped, and does not
+    claim the barrier or the connection it could not check."""
+    start = muller_brown_atoms(-0.5, 1.3)
+    start.calc = FailsBelow(0.55)
+    claimed["x"] = [*MB_SADDLES[0], 0.0]
+    result = search(start, method="claims-converged", mode=MB_MODE, relax=True)
+    assert result.converged and result.atoms.positions[0, :2] == pytest.approx(MB_SADDLES[0])
+    failed = [m for m in result.minima if not m["converged"]]
+    assert len(failed) == 1 and "the potential failed during the relaxation" in failed[0]["error"]
+    assert "SCF not converged (a test calculator)" in result.message
+    assert np.isfinite(result.barrier)  # the start's side relaxed normally
+
+
 def test_davidson_curvatures_against_eigenvalues():
     rng = np.random.default_rng(3)
     q, _ = np.linalg.qr(rng.normal(size=(12, 12)))

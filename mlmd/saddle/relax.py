@@ -15,7 +15,12 @@ RELAX_FMAX_FLOOR = 0.005
 
 
 def relax_from(start_atoms, calculator, free, x, fmax, max_steps: int = 1000):
-    """FIRE from free coordinates ``x`` (Å) with the other atoms fixed; returns ``(atoms, calls, converged)``."""
+    """FIRE from free coordinates ``x`` (Å) with the other atoms fixed; returns ``(atoms, calls, converged)``.
+
+    A failed evaluation (ASE's ``CalculationFailed``: an SCF that does not converge) ends the relaxation at
+    the last point that was evaluated (``x`` itself when none was), not converged;
+    ``atoms.info["relax_error"]`` says why."""
+    from ase.calculators.calculator import CalculationFailed
     from ase.constraints import FixAtoms
     from ase.optimize import FIRE
 
@@ -24,14 +29,21 @@ def relax_from(start_atoms, calculator, free, x, fmax, max_steps: int = 1000):
     atoms.positions[free] = np.asarray(x).reshape(-1, 3)
     atoms.calc = calculator
     calls = [0]
+    last_good = [atoms.positions.copy()]
 
     def count():
         calls[0] += 1
+        last_good[0] = atoms.positions.copy()
 
     optimizer = FIRE(atoms, logfile=None)
     optimizer.attach(count)
     target = max(fmax, RELAX_FMAX_FLOOR)
-    optimizer.run(fmax=target, steps=max_steps)
+    try:
+        optimizer.run(fmax=target, steps=max_steps)
+    except CalculationFailed as exc:
+        atoms.positions = last_good[0]
+        atoms.info["relax_error"] = f"the potential failed during the relaxation ({exc})"
+        return atoms, calls[0], False
     return atoms, calls[0], bool(max_atom_norm(atoms.get_forces()[free].ravel()) < target)
 
 
@@ -47,8 +59,11 @@ def relax_both_sides(result, calculator, start_atoms, free, x0, fmax, step_A: fl
                                              max_steps)
         x_min = atoms.positions[free].ravel()
         structures[sign] = atoms
-        minima.append({"side": sign, "energy": float(atoms.get_potential_energy()), "calls": calls,
+        energy = float("nan") if calls == 0 else float(atoms.get_potential_energy())
+        minima.append({"side": sign, "energy": energy, "calls": calls,
                        "converged": converged, "projection_A": float((x_min - x_saddle) @ mode)})
+        if "relax_error" in atoms.info:
+            minima[-1]["error"] = atoms.info["relax_error"]
     start_side = +1 if float((x0 - x_saddle) @ mode) >= 0 else -1
     first = next(m for m in minima if m["side"] == start_side)
     other = next(m for m in minima if m["side"] != start_side)

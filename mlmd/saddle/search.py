@@ -208,7 +208,9 @@ def search_with_settings(atoms, settings: SaddleSettings, calculator=None, model
                           if result.verification.verified else
                           f"converged: saddle NOT verified ({result.verification.reasons()})")
     if result.minima is not None and not all(m["converged"] for m in result.minima):
-        result.message += "; a relaxation to a minimum did not converge (barrier approximate)"
+        errors = "; ".join(m["error"] for m in result.minima if "error" in m)
+        result.message += ("; a relaxation to a minimum did not converge (barrier approximate"
+                           + (f"; {errors})" if errors else ")"))
     result.wall_s = time.perf_counter() - wall_start
     return result
 
