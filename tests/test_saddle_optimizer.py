@@ -88,3 +88,40 @@ def test_optimizer_rejects_a_method_without_steps_and_spends_no_more_than_its_bu
     with pytest.raises(MLMDError, match="budget of 4"):
         optimizer.run(fmax=1e-6, steps=20)
     assert optimizer.force_calls <= 5
+
+
+def test_the_dimer_does_not_turn_onto_rigid_motions_of_a_free_molecule():
+    """At a free molecule's minimum every vibration has positive curvature and the six rigid motions zero, so an
+    unconstrained dimer rotation settles on a rigid motion (the stall seen on ethanol); with the rigid rows
+    removed it finds the softest vibration, the lowest eigenvalue of the projected finite-difference Hessian (a Cu5
+    cluster with EMT)."""
+    from ase import Atoms
+    from ase.calculators.emt import EMT
+
+    from mlmd.saddle.curvature import rigid_basis
+    from mlmd.saddle.dimer import rotate
+
+    atoms = Atoms("Cu5", positions=[[0, 0, 0], [2.5, 0, 0], [1.25, 2.17, 0], [1.25, 0.72, 2.04],
+                                    [1.25, 0.72, -2.04]])  # a trigonal bipyramid
+    atoms.calc = EMT()
+    BFGS(atoms, logfile=None).run(fmax=1e-6)
+
+    def surface(x):
+        work = atoms.copy()
+        work.calc = atoms.calc
+        work.positions = np.reshape(x, (-1, 3))
+        return work.get_potential_energy(), -work.get_forces().ravel()
+
+    x = atoms.positions.ravel().copy()
+    rigid = rigid_basis(atoms.positions, True)
+    hessian = numerical_hessian(atoms, atoms.calc)
+    inside = np.eye(len(x)) - rigid.T @ rigid
+    vibrations = np.linalg.eigvalsh(inside @ hessian @ inside)
+    softest = vibrations[np.abs(vibrations) > 1e-3].min()
+    assert softest > 0.1
+    mode = np.random.default_rng(0).normal(size=len(x))
+    free_turn = rotate(surface, x, surface(x)[1], mode, 0.005, max_rotations=50, angle_tolerance_rad=1e-3)[1]
+    kept_out = rotate(surface, x, surface(x)[1], mode, 0.005, max_rotations=50, angle_tolerance_rad=1e-3,
+                      rigid=rigid)[1]
+    assert abs(free_turn) < 0.2 * softest  # settled near a rigid motion
+    assert kept_out == pytest.approx(softest, rel=0.05)

@@ -55,14 +55,23 @@ def _finite(value) -> bool:
     return bool(np.all(np.isfinite(value)))
 
 
+def without_rigid(vector, rigid):
+    """``vector`` less its components along the orthonormal rows of ``rigid`` (rigid motions; None: as is)."""
+    if rigid is None:
+        return vector
+    return vector - rigid.T @ (rigid @ vector)
+
+
 def rotate(surface: Surface, x: np.ndarray, g0: np.ndarray, mode: np.ndarray, separation_A: float,
            g1: Optional[np.ndarray] = None, max_rotations: int = 10, angle_tolerance_rad: float = math.radians(5),
-           force_tolerance: float = 0.0):
-    """Rotate the dimer at ``x`` towards the lowest-curvature mode.
+           force_tolerance: float = 0.0, rigid=None):
+    """Rotate the dimer at ``x`` towards the lowest-curvature mode outside the span of the rows of ``rigid``
+    (rigid motions, see :func:`dimer_search`; None: every direction).
 
     Returns ``(mode, curvature eV/Å², image_gradient, evaluations, last_angle_rad)``.
     """
-    N = mode / _norm(mode)
+    N = without_rigid(mode, rigid)
+    N = N / _norm(N)
     calls = 0
     if g1 is None:
         g1 = surface(x + separation_A * N)[1]
@@ -72,7 +81,7 @@ def rotate(surface: Surface, x: np.ndarray, g0: np.ndarray, mode: np.ndarray, se
     for _ in range(max_rotations):
         hn = (g1 - g0) / separation_A  # ≈ H N
         C = float(hn @ N)
-        f_perp = -(hn - C * N)
+        f_perp = without_rigid(-(hn - C * N), rigid)
         f_norm = _norm(f_perp)
         if f_norm <= max(force_tolerance, 1e-12):
             angle = 0.0
@@ -196,7 +205,7 @@ def dimer_search(surface: Surface, x: np.ndarray, mode: np.ndarray, fmax: float 
                  max_rotations: int = 10, angle_tolerance_rad: float = math.radians(5),
                  accept: Optional[Callable] = None, callback: Optional[Callable] = None,
                  energy0: Optional[float] = None, g0: Optional[np.ndarray] = None,
-                 min_negative_curvature: float = 1e-3, failures: tuple = (), heading=None,
+                 min_negative_curvature: float = 1e-3, failures: tuple = (), heading=None, rigid=None,
                  on_failure: Optional[Callable] = None):
     """Run the dimer from ``x`` along ``mode`` until max per-atom |∇E| < ``fmax`` (eV/Å) with C < 0.
 
@@ -208,7 +217,9 @@ def dimer_search(surface: Surface, x: np.ndarray, mode: np.ndarray, fmax: float 
     to the last good midpoint before the current one with half the largest step
     and a fresh L-BFGS memory, after ``on_failure(exception)``; each good step
     then lets the largest step grow back by 1.5, up to ``max_step_A``. ``heading``: where the curvature is
-    positive, climb along the side of the mode it points to (:func:`effective_force`). Returns a dict with x, mode, energy, gradient,
+    positive, climb along the side of the mode it points to (:func:`effective_force`). ``rigid``: orthonormal
+    rows [k, n] of rigid motions (a free molecule's translations and rotations), removed from the mode and the
+    step; without that, near a minimum their zero curvature is the lowest and the dimer turns onto them. Returns a dict with x, mode, energy, gradient,
     curvature, converged, evaluations, iterations.
     """
     counted = CountingSurface(surface)
@@ -228,7 +239,7 @@ def dimer_search(surface: Surface, x: np.ndarray, mode: np.ndarray, fmax: float 
         try:
             if not rotated_here:
                 N, curvature, _, _, _ = rotate(counted, x, g0, N, separation_A, max_rotations=max_rotations,
-                                               angle_tolerance_rad=angle_tolerance_rad)
+                                               angle_tolerance_rad=angle_tolerance_rad, rigid=rigid)
         except failures as exc:
             x, energy, g0 = previous
             _back_off(translator, on_failure, exc)
@@ -242,7 +253,7 @@ def dimer_search(surface: Surface, x: np.ndarray, mode: np.ndarray, fmax: float 
         if max_calls is not None and counted.calls >= max_calls:
             break
         climbing = curvature if curvature < -min_negative_curvature else abs(curvature) + min_negative_curvature
-        step = translator.step(x, effective_force(g0, N, climbing, heading), climbing)
+        step = translator.step(x, without_rigid(effective_force(g0, N, climbing, heading), rigid), climbing)
         x_new = x + step
         if accept is not None:
             x_new, stopped = accept(x, x_new)

@@ -30,7 +30,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .dimer import Translator, dimer_search, effective_force, max_atom_norm, rotate
+from .dimer import Translator, dimer_search, effective_force, max_atom_norm, rotate, without_rigid
 from .true_surface import EvaluationFailed
 from .trust_region import TrustRegion
 
@@ -86,6 +86,10 @@ def update_gp(gp, settings, numbers) -> float:
     return time.perf_counter() - start
 
 
+#: Å: a GP step that moves no atom further than this counts as no move (a classical step is taken instead)
+STALL_STEP_A = 1e-3
+
+
 class GPDimer:
     """One GP-dimer search on ``surface`` (a :class:`~mlmd.saddle.true_surface.TrueSurface`).
 
@@ -123,6 +127,9 @@ class GPDimer:
         self.x = np.asarray(x0, dtype=float).copy()
         self.mode = np.asarray(mode, dtype=float)
         self.heading = self.mode.copy() if settings.oriented else None  # the start's mode, towards the product
+        from .verify import rigid_motions
+
+        self.rotations = rigid_motions(atoms, free)  # None: rigid motions are no symmetry here
         self.energy: Optional[float] = None
         self.gradient: Optional[np.ndarray] = None
         self.curvature = float("nan")
@@ -149,6 +156,15 @@ class GPDimer:
 
         return torch.as_tensor(np.asarray(vector, dtype=float), dtype=DTYPE, device=self.gp.device)
 
+    def _rigid(self, on_device: bool = False):
+        """Orthonormal rows of the rigid motions at the current point (a free molecule), or None."""
+        if self.rotations is None:
+            return None
+        from .curvature import rigid_basis
+
+        rows = rigid_basis(np.reshape(self.x, (-1, 3)), self.rotations)
+        return self._on_device(rows) if on_device else rows
+
     def _image(self):
         return self.x + self.settings.separation_A * self.mode
 
@@ -171,7 +187,8 @@ class GPDimer:
             start = time.perf_counter()
             x = self._on_device(self.x)
             new_mode = rotate(self.gp.surface, x, self.gp.surface(x)[1], self._on_device(self.mode),
-                              self.settings.separation_A, max_rotations=GP_MAX_ROTATIONS)[0].cpu().numpy()
+                              self.settings.separation_A, max_rotations=GP_MAX_ROTATIONS,
+                              rigid=self._rigid(on_device=True))[0].cpu().numpy()
             self.gp_seconds += time.perf_counter() - start
             turned = abs(float(new_mode @ self.mode))
             self.mode = new_mode
@@ -193,7 +210,8 @@ class GPDimer:
                                  fmax=threshold, separation_A=s.separation_A, max_iterations=s.inner_iterations,
                                  max_step_A=s.max_step_A, accept=self.trust.accept, max_rotations=GP_MAX_ROTATIONS,
                                  min_negative_curvature=s.min_negative_curvature,
-                                 heading=None if self.heading is None else self._on_device(self.heading))
+                                 heading=None if self.heading is None else self._on_device(self.heading),
+                                 rigid=self._rigid(on_device=True))
             predicted = float(self.gp.surface(inner["x"])[0])
             x_new, mode = inner["x"].cpu().numpy(), inner["mode"].cpu().numpy()
             self.gp_seconds += time.perf_counter() - start
@@ -203,11 +221,18 @@ class GPDimer:
             return x_new, inner["curvature"], predicted
         except torch.linalg.LinAlgError:
             pass
-        # the GP misbehaves: one classical dimer step on the true surface
+        return self._classical_step()
+
+    def _classical_step(self):
+        """``(x_new, curvature, None)``: one classical dimer step on the true surface, when the GP misbehaves."""
+        s = self.settings
+        rigid = self._rigid()
         self.mode, curvature, _, _, _ = rotate(lambda y: self.surface(y, kind="image"), self.x, self.gradient,
-                                               self.mode, s.separation_A, max_rotations=FALLBACK_MAX_ROTATIONS)
+                                               self.mode, s.separation_A, max_rotations=FALLBACK_MAX_ROTATIONS,
+                                               rigid=rigid)
         step = Translator(max_step_A=s.max_step_A).step(
-            self.x, effective_force(self.gradient, self.mode, curvature, self.heading), curvature)
+            self.x, without_rigid(effective_force(self.gradient, self.mode, curvature, self.heading), rigid),
+            curvature)
         return self.x + step, curvature, None
 
     def step(self) -> None:
@@ -229,6 +254,10 @@ class GPDimer:
     def _step(self) -> None:
         s = self.settings
         x_new, gp_curvature, predicted = self._propose()
+        if predicted is not None and max_atom_norm(x_new - self.x) < STALL_STEP_A:
+            # the GP proposes no move (a flat or ill-fitted surrogate, or a step pulled back onto the current
+            # point); without this the search re-evaluated one point until its budget or time ran out
+            x_new, gp_curvature, predicted = self._classical_step()
         if np.min(np.linalg.norm(np.array(self.gp.X) - x_new, axis=1)) < 1e-8:
             # the GP has nothing new to say here: learn the curvature along the mode instead
             self._observe(self._image(), "image")

@@ -46,7 +46,7 @@ from ..errors import MLMDError
 from .curvature import rigid_basis
 from .dimer import max_atom_norm
 from .internal import CartesianCoordinates, Coordinates, Frame, InternalCoordinates
-from .methods import MethodOutcome, register_method
+from .methods import MethodOutcome, register_method, rigid_rows
 from .true_surface import EvaluationFailed, TooManyFailures
 from .trust_region import TrustRegion
 from .verify import rigid_motions
@@ -128,12 +128,6 @@ def make_coordinates(choice: str, atoms, free, x) -> Coordinates:
         return InternalCoordinates.from_atoms(atoms.numbers, positions)
     rigid = None if rotations is None else rigid_basis(positions, rotations)
     return CartesianCoordinates(len(x), rigid)
-
-
-def rigid_rows(start, x):
-    """Orthonormal rows spanning the rigid motions that are symmetries at ``x``, or None."""
-    rotations = rigid_motions(start.atoms, start.free)
-    return None if rotations is None else rigid_basis(np.asarray(x).reshape(-1, 3), rotations)
 
 
 def directional_curvature_row(surface, x, g, v, step_A: float) -> np.ndarray:
