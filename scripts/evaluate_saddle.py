@@ -189,7 +189,8 @@ def run_case(name, methods, args, folder, done):
             if (name, seed, method) in done:
                 rows.append(done[(name, seed, method)])
                 continue
-            with open(folder / "started.jsonl", "a") as stream:  # a search that kills the process is skipped on --resume
+            # a search that kills the process is skipped on --resume
+            with open(folder / "started.jsonl", "a") as stream:
                 stream.write(json.dumps({"case": name, "seed": seed, "method": method}) + "\n")
             out = one_search(method, start, case, args)
             verdict = judge(out.pop("atoms"), out["converged"], case, reference)

@@ -219,8 +219,8 @@ def dimer_search(surface: Surface, x: np.ndarray, mode: np.ndarray, fmax: float 
     then lets the largest step grow back by 1.5, up to ``max_step_A``. ``heading``: where the curvature is
     positive, climb along the side of the mode it points to (:func:`effective_force`). ``rigid``: orthonormal
     rows [k, n] of rigid motions (a free molecule's translations and rotations), removed from the mode and the
-    step; without that, near a minimum their zero curvature is the lowest and the dimer turns onto them. Returns a dict with x, mode, energy, gradient,
-    curvature, converged, evaluations, iterations.
+    step; without that, near a minimum their zero curvature is the lowest and the dimer turns onto them.
+    Returns a dict with x, mode, energy, gradient, curvature, converged, evaluations, iterations.
     """
     counted = CountingSurface(surface)
     x = _copy(x)
