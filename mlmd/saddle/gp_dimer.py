@@ -33,6 +33,7 @@ import numpy as np
 from .dimer import Translator, dimer_search, effective_force, max_atom_norm, rotate, without_rigid
 from .true_surface import EvaluationFailed
 from .trust_region import TrustRegion
+from .verify import rigid_rows
 
 #: the initial GP rotations stop once the GP turns the mode by less than this angle
 ROTATION_SETTLED_RAD = math.radians(5)
@@ -127,9 +128,7 @@ class GPDimer:
         self.x = np.asarray(x0, dtype=float).copy()
         self.mode = np.asarray(mode, dtype=float)
         self.heading = self.mode.copy() if settings.oriented else None  # the start's mode, towards the product
-        from .verify import rigid_motions
-
-        self.rotations = rigid_motions(atoms, free)  # None: rigid motions are no symmetry here
+        self.atoms, self.free = atoms, free
         self.energy: Optional[float] = None
         self.gradient: Optional[np.ndarray] = None
         self.curvature = float("nan")
@@ -158,12 +157,8 @@ class GPDimer:
 
     def _rigid(self, on_device: bool = False):
         """Orthonormal rows of the rigid motions at the current point (a free molecule), or None."""
-        if self.rotations is None:
-            return None
-        from .curvature import rigid_basis
-
-        rows = rigid_basis(np.reshape(self.x, (-1, 3)), self.rotations)
-        return self._on_device(rows) if on_device else rows
+        rows = rigid_rows(self.atoms, self.free, self.x)
+        return self._on_device(rows) if on_device and rows is not None else rows
 
     def _image(self):
         return self.x + self.settings.separation_A * self.mode

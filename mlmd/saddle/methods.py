@@ -31,10 +31,10 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 
-from .curvature import rigid_basis
 from .dimer import dimer_search, max_atom_norm
 from .gp_dimer import GPDimer, gp_threads, resolve_torch_device
 from .true_surface import EvaluationFailed, TooManyFailures
+from .verify import rigid_rows
 
 
 @dataclass
@@ -137,16 +137,6 @@ def run_stepper(stepper, start, surface, settings, say) -> MethodOutcome:
                          gradient=gradient, reason=reason)
 
 
-def rigid_rows(start, x=None):
-    """Orthonormal rows spanning the rigid motions that are symmetries of the start (at ``x``, default the
-    start's coordinates), or None (fixed atoms, a lone atom)."""
-    from .verify import rigid_motions
-
-    rotations = rigid_motions(start.atoms, start.free)
-    x = start.x0 if x is None else x
-    return None if rotations is None else rigid_basis(np.asarray(x).reshape(-1, 3), rotations)
-
-
 @register_stepper("gp-dimer", default_max_step_A=0.1, summary="GP-dimer, distance-ratio trust region")
 def gp_dimer(surface, start, settings, device="cpu", say=None, max_calls=None) -> GPDimer:
     """GP-dimer with the interatomic-distance-ratio trust region."""
@@ -189,7 +179,7 @@ def classical_dimer(start, surface, settings, say) -> MethodOutcome:
                            max_step_A=settings.max_step_A, max_calls=settings.max_calls, callback=progress,
                            min_negative_curvature=settings.min_negative_curvature, failures=(EvaluationFailed,),
                            on_failure=failed, heading=start.mode if settings.oriented else None,
-                           rigid=rigid_rows(start))
+                           rigid=rigid_rows(start.atoms, start.free, start.x0))
     except _OutOfCalls:
         pass
     except TooManyFailures as exc:

@@ -46,10 +46,10 @@ from ..errors import MLMDError
 from .curvature import rigid_basis
 from .dimer import max_atom_norm
 from .internal import CartesianCoordinates, Coordinates, Frame, InternalCoordinates
-from .methods import MethodOutcome, register_method, rigid_rows
+from .methods import MethodOutcome, register_method
 from .true_surface import EvaluationFailed, TooManyFailures
 from .trust_region import TrustRegion
-from .verify import rigid_motions
+from .verify import rigid_motions, rigid_rows
 
 #: free coordinates up to which the initial Hessian is a full finite-difference one
 FULL_HESSIAN_MAX = 30
@@ -216,7 +216,7 @@ def prfo(start, surface, settings, say) -> MethodOutcome:
     outcome = MethodOutcome(x=x, mode=np.asarray(start.mode, dtype=float), converged=False,
                             curvature=float("nan"), iterations=0, energy=energy, fmax=max_atom_norm(g), gradient=g)
     try:
-        H_x = initial_hessian(surface, x, g, start.mode, rigid_rows(start, x), settings.separation_A)
+        H_x = initial_hessian(surface, x, g, start.mode, rigid_rows(start.atoms, start.free, x), settings.separation_A)
         H_q = coords.hessian(x, H_x, g)
         follow = coords.vector(x, start.mode)
         while surface.calls < settings.max_calls:

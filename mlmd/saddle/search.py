@@ -167,10 +167,9 @@ def search_with_settings(atoms, settings: SaddleSettings, calculator=None, model
     wall_start = time.perf_counter()
     settings.validate()
     start = prepare_start(atoms, settings)
-    if settings.product is not None:  # the mode points towards the product (settings.oriented)
-        towards = _product_coordinates(settings.product, start) - start.x0
-        if float(start.mode @ towards) < 0:
-            start.mode = -start.mode
+    x_product = None if settings.product is None else _product_coordinates(settings.product, start)
+    if x_product is not None and float(start.mode @ (x_product - start.x0)) < 0:
+        start.mode = -start.mode  # the mode points towards the product (settings.oriented)
     if settings.method == AUTO:
         settings = settings.replace(method=auto_method(start.atoms, start.free))
     method = METHODS[settings.method]
@@ -190,12 +189,10 @@ def search_with_settings(atoms, settings: SaddleSettings, calculator=None, model
     if settings.verify and result.converged:
         result.verification = verify_saddle(surface, start, outcome.x, outcome.mode, outcome.energy,
                                             outcome.gradient, settings)
-    if (settings.relax or settings.product is not None) and result.converged:
+    if (settings.relax or x_product is not None) and result.converged:
         sides = relax_both_sides(result, calc, start.atoms, start.free, start.x0, settings.fmax)
         if result.verification is not None:
-            ends = {"start": start.x0}
-            if settings.product is not None:
-                ends["product"] = _product_coordinates(settings.product, start)
+            ends = {"start": start.x0} if x_product is None else {"start": start.x0, "product": x_product}
             for target, x_end in ends.items():
                 end_minimum, calls, _ = relax_from(start.atoms, calc, start.free, x_end, settings.fmax)
                 result.relax_calls += calls

@@ -116,6 +116,13 @@ def rigid_motions(atoms, free) -> Optional[bool]:
     return not atoms.pbc.any()
 
 
+def rigid_rows(atoms, free, positions) -> Optional[np.ndarray]:
+    """Orthonormal rows spanning the rigid motions of ``positions`` (Å, [n, 3] or flat) that are symmetries
+    of ``atoms`` with these ``free`` atoms (:func:`rigid_motions`), or None when none are."""
+    rotations = rigid_motions(atoms, free)
+    return None if rotations is None else rigid_basis(np.reshape(positions, (-1, 3)), rotations)
+
+
 def bonds(atoms, factor: float):
     """Bonded pairs ``{(i, j), i < j}`` closer than ``factor`` x the sum of covalent radii (periodic images too)."""
     from ase.neighborlist import NeighborList, natural_cutoffs
@@ -268,7 +275,7 @@ def verify_saddle(surface, start, x, mode, energy: float, gradient: Optional[np.
     end_atoms = start.atoms.copy()
     end_atoms.positions = surface.positions(x)
     rotations = rigid_motions(start.atoms, free)
-    rigid = None if rotations is None else rigid_basis(end_atoms.positions, rotations)
+    rigid = rigid_rows(start.atoms, free, end_atoms.positions)
     try:
         curvatures = lowest_curvatures(true_gradient, np.asarray(x, dtype=float), np.asarray(gradient, dtype=float),
                                        np.asarray(mode, dtype=float), rigid=rigid,
