@@ -29,7 +29,15 @@ Energy-aware step (``potential_energy`` given, ``U(x, Z, cell, pbc, batch) -> [B
 between thermostat actions the reference dynamics conserves ``E = U + K``, so the
 forecast velocities of each replica are scaled by ``sqrt((E - U(x')) / K')`` (before
 CSVR, which then adds or removes what the thermostat exchanges). A replica whose
-forecast positions already carry more potential energy than ``E`` is left unscaled.
+forecast positions already carry more potential energy than ``E`` cannot be scaled: that
+forecast is rejected, the replica keeps its positions and reverses its velocities
+(x, v) → (x, -v), the move a rejected hybrid Monte Carlo step makes, so ``U + K = E``
+holds after every interval and the forecaster, which also learned the time-reversed
+path, heads back the way it came. ``rejected_streak [B]`` counts each replica's
+rejections in a row (engines stop a replica stuck that way:
+:func:`mlmd.dynamics.rollout_engine.rollout_step`). Leaving such a replica unscaled
+instead added the energy of the forecast's position error at every such call
+(ethanol, GFN2-xTB: 0.7 eV in two intervals, then 1400 K).
 ``U`` of the current positions is carried in ``potential_energy`` (None: not known yet).
 
 Fixed atoms (``fixed``) neither move nor carry velocity, whatever the
@@ -76,6 +84,7 @@ class RolloutState(SystemState):
     images: Tensor  # [N,3] int64 lattice translations removed by wrapping
     inverse_basis: Tensor  # [B,3,3] inverse of the cell completed to a basis (for fractional coordinates)
     potential_energy: Optional[Tensor] = None  # [B] eV at ``positions`` for the energy-aware step (None: unknown)
+    rejected_streak: Optional[Tensor] = None  # [B] int64: forecasts the energy-aware step rejected in a row
 
     def unwrapped_positions(self) -> Tensor:
         """x + images @ cell ``[N,3]``: the continuous trajectory (for displacements and MSD)."""
@@ -137,11 +146,13 @@ def forecast_noise(state: RolloutState) -> Tensor:
                           dtype=state.positions.dtype)
 
 
-def energy_conserving(moved: RolloutState, total_energy: Tensor, potential_energy: PotentialEnergy) -> RolloutState:
+def energy_conserving(moved: RolloutState, before: RolloutState, total_energy: Tensor,
+                      potential_energy: PotentialEnergy) -> RolloutState:
     """``moved`` with each replica's velocities scaled so that ``U + K`` equals ``total_energy [B]`` (eV),
-    and ``potential_energy`` set to ``U`` of its positions; replicas with ``U >= total_energy`` keep theirs,
-    with a warning (the forecast positions alone carry more energy than the total: no velocity scaling can
-    conserve it)."""
+    ``potential_energy`` set to ``U`` of its positions. Replicas whose forecast positions alone carry
+    ``U >= total_energy`` are rejected: they go back to ``before``'s positions with its velocities
+    reversed (and its ``U``), which conserves the energy too; ``rejected_streak`` counts them in a row. Warns
+    (once per place it is called from) that it happened."""
     energy = potential_energy(moved.positions, moved.atomic_numbers, moved.cell, moved.pbc, moved.batch)
     energy = energy.detach().to(moved.positions.dtype)
     kinetic = kinetic_energy(moved)
@@ -150,13 +161,26 @@ def energy_conserving(moved: RolloutState, total_energy: Tensor, potential_energ
     scale = torch.sqrt(torch.where(possible, wanted, kinetic) / torch.where(kinetic > 0, kinetic,
                                                                           torch.ones_like(kinetic)))
     scale = torch.where(possible, scale, torch.ones_like(scale))
-    if not bool(possible.all()):
-        stuck = torch.nonzero(~possible).flatten().tolist()
-        warnings.warn(f"energy-aware forecast step {moved.step}: replica(s) {stuck} reached a potential energy above "
-                      "their total energy, so their velocities were left unscaled and energy was not conserved; "
-                      "try a shorter interval, a better-trained forecaster or the deterministic mode",
-                      RuntimeWarning, stacklevel=2)
-    return moved.replace(velocities=moved.velocities * scale[moved.batch].unsqueeze(1), potential_energy=energy)
+    velocities = moved.velocities * scale[moved.batch].unsqueeze(1)
+    rejected = ~possible
+    streak = torch.zeros_like(rejected, dtype=torch.int64)
+    if before.rejected_streak is not None:
+        streak = before.rejected_streak
+    streak = torch.where(rejected, streak + 1, torch.zeros_like(streak))
+    if bool(rejected.any()):
+        warnings.warn("energy-aware forecast: a forecast moved a replica to a potential energy above its total "
+                      "energy; that interval was rejected (positions kept, velocities reversed). Frequent "
+                      "rejections mean the forecaster's position errors are too large for this interval: try a "
+                      "shorter interval or a better-trained forecaster", RuntimeWarning, stacklevel=3)
+        back = rejected[moved.batch].unsqueeze(1)
+        known = before.potential_energy
+        if known is None:
+            known = total_energy - kinetic_energy(before)
+        return moved.replace(positions=torch.where(back, before.positions, moved.positions),
+                             images=torch.where(back, before.images, moved.images),
+                             velocities=torch.where(back, -before.velocities, velocities),
+                             potential_energy=torch.where(rejected, known, energy), rejected_streak=streak)
+    return moved.replace(velocities=velocities, potential_energy=energy, rejected_streak=streak)
 
 
 def step(state: RolloutState, forecaster: Forecaster, interval: float, stochastic: bool = False,
@@ -166,10 +190,9 @@ def step(state: RolloutState, forecaster: Forecaster, interval: float, stochasti
     inputs = (state.positions, state.atomic_numbers, state.cell, state.pbc, state.batch, state.velocities)
     total_energy = None
     if potential_energy is not None:
-        known = state.potential_energy
-        if known is None:
-            known = potential_energy(*inputs[:5]).detach().to(state.positions.dtype)
-        total_energy = known + kinetic_energy(state)
+        if state.potential_energy is None:
+            state = state.replace(potential_energy=potential_energy(*inputs[:5]).detach().to(state.positions.dtype))
+        total_energy = state.potential_energy + kinetic_energy(state)
     out = forecaster(*inputs, noise=forecast_noise(state)) if stochastic else forecaster(*inputs)
     keep = state.fixed.unsqueeze(1)
     displacement = out["displacement"].to(state.positions.dtype)
@@ -182,7 +205,7 @@ def step(state: RolloutState, forecaster: Forecaster, interval: float, stochasti
     if bool((state.constrained_dof > 0).any()):
         moved = remove_conserved_motion(moved)
     if total_energy is not None:
-        moved = energy_conserving(moved, total_energy, potential_energy)
+        moved = energy_conserving(moved, state, total_energy, potential_energy)
     if bool((state.friction > 0).any()):
         moved = thermostat(moved, interval)
     return next_step(moved)

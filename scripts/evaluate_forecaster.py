@@ -70,6 +70,7 @@ from mlmd.constants import AMU_A2_PER_FS2_EV, FS_PS, KB_EV_PER_K
 from mlmd.errors import MLMDError
 from mlmd.dynamics.guards import ThermostatCheck
 from mlmd.dynamics.potential import energy_monitor
+from mlmd.dynamics.rollout_engine import stuck_replica
 from mlmd.forecast import default_max_temperature_K, guard_problem, load_forecaster, parse_time_fs
 from mlmd.io import atomic_write
 from mlmd.trajectories import read_trajectory, trajectory_files
@@ -167,9 +168,11 @@ def _start_state(runs, forecaster, replicas: int, temperature_K: float, tau_fs: 
 
 
 def _guard(state, min_distance_A, bound):
+    """The guards of ``mlmd forecast`` after one interval, the stuck-replica check of the energy-aware step
+    included."""
     kelvin = rollout.kinetic_kT(state) / KB_EV_PER_K
-    return kelvin, guard_problem(state.positions, state.velocities, state.cell, state.pbc, state.batch, kelvin,
-                                 min_distance_A, bound)
+    return kelvin, (guard_problem(state.positions, state.velocities, state.cell, state.pbc, state.batch, kelvin,
+                                  min_distance_A, bound) or stuck_replica(state))
 
 
 class Stepper:
@@ -244,16 +247,19 @@ def stability_rollout(runs, forecaster, max_steps: int, replicas: int, temperatu
         _guard(state, min_distance_A, bound)
     temperatures = np.zeros((max_steps, replicas))
     outcome = {"guard_step": None, "guard_problem": None}
-    done = 0
+    done = rejected = 0
     started = time.perf_counter()
     for step, state, kelvin in islice(_guarded_steps(state, forecaster, min_distance_A, bound, outcome), max_steps):
         temperatures[step - 1] = kelvin.cpu().numpy()
         done = step
+        if state.rejected_streak is not None:
+            rejected += int((state.rejected_streak > 0).sum())
         if step % 100 == 0 and time.perf_counter() - started > max_seconds:
             break
     seconds = time.perf_counter() - started
     return {"temperatures_K": temperatures[:done], "intervals": done, **outcome,
-            "seconds": seconds, "replicas": replicas, "temperature_bound_K": bound}
+            "seconds": seconds, "replicas": replicas, "temperature_bound_K": bound,
+            "rejected_fraction": rejected / max(done * replicas, 1) if forecaster.energy else None}
 
 
 def forecaster_ps_per_second(runs, forecaster, steps: int, device: str, temperature_K: float, tau_fs: float) -> float:
@@ -672,6 +678,7 @@ def main(argv=None) -> int:
         "stable_ps_total": stable["replicas"] * stable["intervals"] * forecaster.interval_fs * FS_PS,
         "reference_md_steps_equivalent_per_replica": stable["intervals"] * int(round(forecaster.interval_fs / reference.timestep_fs)),
         "temperature_bound_K": stable["temperature_bound_K"], "wall_s": stable["seconds"],
+        "rejected_fraction": stable["rejected_fraction"],
         "min_distance_A": args.min_distance}
 
     temperatures = stable["temperatures_K"][len(stable["temperatures_K"]) // 5:].reshape(-1)  # drop the first 20 %
@@ -782,6 +789,9 @@ def _print_table(report: dict) -> None:
                  f"({stability['stable_ps_per_replica']:.4g} ps each)" + (
                      f", guard at interval {stability['guard_step']}: {stability['guard_problem']}"
                      if stability["guard_step"] else ", no guard tripped")))
+    if stability.get("rejected_fraction") is not None:
+        rows.append(("stability: fraction of replica-intervals the energy-aware step rejected",
+                     f"{stability['rejected_fraction']:.3g}"))
     checks = stability.get("temperature_checks")
     if checks:
         rows += [("stability: fraction of replica-intervals in the canonical band",

@@ -55,6 +55,8 @@ def row(system: str, mode: str, report: dict) -> str:
         stable = f"guard at {stability['guard_step']} ({stability.get('guard_problem', '').split(',')[0]})"
     else:
         stable = f"{stability.get('replicas', 0)} x {stability.get('intervals_done', 0)} clean"
+    if stability.get("rejected_fraction") is not None:
+        stable += f"; {number(stability['rejected_fraction'], 2)} rejected"
     checks = stability.get("temperature_checks", {})
     if checks.get("first_trip_interval") is not None:
         stable += f"; T check trips at {checks['first_trip_interval']}"

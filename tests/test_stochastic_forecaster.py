@@ -314,17 +314,85 @@ def test_openmm_forecast_driver_energy_aware_uses_the_systems_energy():
     assert drifts[True] < 1e-8 and drifts[False] > 1e-4
 
 
-def test_energy_aware_step_warns_when_it_cannot_conserve():
-    """Positions pushed uphill past the total energy: no velocity scaling can help, and the run says so."""
+def uphill_for_replica_0(x, z, cell, pbc, batch, v, noise=None):
+    """A forecaster double: replica 0's atoms jump 0.3 Å along (1, 1, 1) whatever their velocities (far up the
+    stiff wells), replica 1 drifts 1e-3 Å; velocities unchanged."""
+    step = torch.where((batch == 0).unsqueeze(1), torch.full_like(x, 0.3), torch.full_like(x, 1e-3))
+    return {"displacement": step, "velocities": v}
+
+
+def test_energy_aware_step_rejects_a_forecast_it_cannot_conserve():
+    """Positions pushed uphill past the total energy: no velocity scaling can conserve U + K, so that replica's
+    forecast is rejected (positions kept, velocities reversed) and U + K still equals its start; the other
+    replica is scaled as usual."""
     state = molecule_state()
-    wells = HarmonicWells(state.positions.clone(), stiffness=50.0)
+    wells = HarmonicWells(state.positions.clone() + 0.01, stiffness=50.0)
+    energy = lambda s: wells(s.positions, s.atomic_numbers, s.cell, s.pbc, s.batch) + rollout.kinetic_energy(s)
+    start = energy(state)
+    assert float(wells(state.positions + 0.3, None, None, None, state.batch)[0]) > float(start[0])  # the premise
+    with pytest.warns(RuntimeWarning, match="rejected"):
+        moved = rollout.step(state, uphill_for_replica_0, 10.0, potential_energy=wells)
+    first, second = state.batch == 0, state.batch == 1
+    torch.testing.assert_close(moved.positions[first], state.positions[first], rtol=0, atol=0)
+    torch.testing.assert_close(moved.velocities[first], -state.velocities[first], rtol=0, atol=0)
+    torch.testing.assert_close(moved.positions[second], state.positions[second] + 1e-3, rtol=0, atol=1e-12)
+    torch.testing.assert_close(energy(moved), start, rtol=1e-12, atol=1e-12)
+    assert moved.rejected_streak.tolist() == [1, 0]
+    again = rollout.step(moved, uphill_for_replica_0, 10.0, potential_energy=wells)
+    assert again.rejected_streak.tolist() == [2, 0]
+    torch.testing.assert_close(again.velocities[first], state.velocities[first], rtol=0, atol=0)
 
-    def uphill(x, z, cell, pbc, batch, v, noise=None):
-        return {"displacement": torch.full_like(x, 0.3), "velocities": v}
 
-    with pytest.warns(RuntimeWarning, match=r"replica\(s\) \[0, 1\] reached a potential energy above"):
-        moved = rollout.step(state, uphill, 10.0, potential_energy=wells)
-    torch.testing.assert_close(moved.velocities, state.velocities)  # left unscaled
+def test_a_replica_whose_forecasts_are_all_rejected_stops_the_run():
+    """rollout_step (every engine's interval) runs through MAX_REJECTED_IN_A_ROW - 1 rejections and stops at the
+    next with a sentence naming the replica, instead of leaving it frozen in place at the right temperature."""
+    from types import SimpleNamespace
+
+    from mlmd.dynamics.engine import ForceCallFailed
+    from mlmd.dynamics.rollout_engine import MAX_REJECTED_IN_A_ROW, rollout_step
+
+    state = molecule_state()
+    wells = HarmonicWells(state.positions.clone() + 0.01, stiffness=50.0)
+    forecaster = SimpleNamespace(call=uphill_for_replica_0, interval_fs=10.0, stochastic=False)
+    with pytest.warns(RuntimeWarning, match="rejected"):
+        for _ in range(MAX_REJECTED_IN_A_ROW - 1):
+            state = rollout_step(state, forecaster, potential_energy=wells)
+        with pytest.raises(ForceCallFailed, match=rf"replica 0: .*rejected {MAX_REJECTED_IN_A_ROW} forecasts in a row"):
+            rollout_step(state, forecaster, potential_energy=wells)
+
+
+class PushAtomZero(torch.nn.Module):
+    """A forecaster double over 2 fs: atom 0 moves 1 Å along x whatever the velocities, new velocities unchanged."""
+
+    family, interval_fs, species, cutoff, stochastic = "forecaster", 2.0, [29], 3.0, False
+
+    def forward(self, x, z, cell, pbc, batch, v, noise=None):
+        displacement = torch.zeros_like(x)
+        displacement[0, 0] = 1.0
+        return {"displacement": displacement, "velocities": v}
+
+
+def test_ase_forecast_dynamics_counts_rejections_across_steps_and_stops_a_stuck_run():
+    """ForecastDynamics rebuilds its state from the atoms every step, so the rejection count must survive between
+    steps: an atom pushed 1 Å into its neighbours (EMT) at every interval is rejected each time, the atoms stay
+    where they started, and the run stops after MAX_REJECTED_IN_A_ROW intervals with the reason."""
+    from ase import units
+    from ase.calculators.emt import EMT
+
+    from mlmd.ase import ForecastDynamics
+    from mlmd.dynamics.guards import UnstableRunError
+    from mlmd.dynamics.rollout_engine import MAX_REJECTED_IN_A_ROW
+
+    atoms = copper(2)
+    atoms.set_velocities(np.random.default_rng(0).normal(0, 0.002, (len(atoms), 3)) / units.fs)
+    atoms.calc = EMT()
+    start = atoms.get_positions()
+    dynamics = ForecastDynamics(atoms, PushAtomZero(), seed=3, energy_correction=True)
+    with pytest.warns(RuntimeWarning, match="rejected"):
+        dynamics.run(MAX_REJECTED_IN_A_ROW - 1)
+        np.testing.assert_allclose(atoms.get_positions(), start, rtol=0, atol=1e-12)
+        with pytest.raises(UnstableRunError, match="forecasts in a row"):
+            dynamics.run(1)
 
 
 def test_training_calibrates_the_spreads_on_the_validation_pairs(stochastic_forecaster):

@@ -56,7 +56,7 @@ class ForecastDynamics(MolecularDynamics):
             raise MLMDError("ForecastDynamics(energy_correction=True) needs a calculator on the atoms: its "
                             "energy is what the step conserves")
         self.energy_correction = bool(energy_correction)
-        self._known_energy = None  # (positions Å, U [1] eV) after the last step, so U is computed once per step
+        self._known_energy = None  # (positions Å, U [1] eV, rejections in a row) after the last step: U once a step
         self._probe = None  # a copy of the atoms that carries the calculator to the positions U is asked at
 
     def _refresh_properties(self):
@@ -73,13 +73,13 @@ class ForecastDynamics(MolecularDynamics):
             potential_energy = self._calculator_energy
             known = self._known_energy
             if known is not None and np.array_equal(known[0], atoms.positions):
-                state = state.replace(potential_energy=known[1])
+                state = state.replace(potential_energy=known[1], rejected_streak=known[2])
         state = checked_interval(state, self.forecaster, self.min_distance_A, self.max_temperature_K,
                                  type(self).__name__, potential_energy)
         atoms.set_positions(state.unwrapped_positions().numpy(), apply_constraint=False)
         atoms.set_velocities(state.velocities.numpy() / units.fs)  # Å/fs -> Å/(ASE time)
         if self.energy_correction:
-            self._known_energy = (atoms.positions.copy(), state.potential_energy)
+            self._known_energy = (atoms.positions.copy(), state.potential_energy, state.rejected_streak)
         self.steps_taken += 1
 
     def _calculator_energy(self, positions, atomic_numbers, cell, pbc, batch):

@@ -45,7 +45,7 @@ class OpenMMForecastDriver:
                  device: str = "cpu", energy_correction: bool = False):
         self.simulation = simulation
         self.energy_correction = bool(energy_correction)
-        self._known_energy = None  # (step, U [1] eV) after the last interval
+        self._known_energy = None  # (step, U [1] eV, rejections in a row) after the last interval
         self.forecaster = load_forecaster(model, device=device)
         if (temperature_K is None) != (tau_fs is None):
             raise MLMDError("OpenMMForecastDriver: give both temperature_K and tau_fs for CSVR, or neither for none")
@@ -102,7 +102,8 @@ class OpenMMForecastDriver:
             if self.energy_correction:
                 potential_energy = self._context_energy
                 if self._known_energy is not None and self._known_energy[0] == self.steps_taken:
-                    state = state.replace(potential_energy=self._known_energy[1])
+                    state = state.replace(potential_energy=self._known_energy[1],
+                                          rejected_streak=self._known_energy[2])
             try:
                 state = checked_interval(state, self.forecaster, self.min_distance_A, self.max_temperature_K,
                                          type(self).__name__, potential_energy)
@@ -110,7 +111,7 @@ class OpenMMForecastDriver:
                 context.setPositions(positions / NM_ANGSTROM)  # the energy probe moved them
                 raise
             if self.energy_correction:
-                self._known_energy = (self.steps_taken + 1, state.potential_energy)
+                self._known_energy = (self.steps_taken + 1, state.potential_energy, state.rejected_streak)
             context.setPositions(state.unwrapped_positions().numpy() / NM_ANGSTROM)
             context.setVelocities(state.velocities.numpy() * A_PER_FS_NM_PER_PS)
             context.setTime(context.getTime() + self.interval_fs / PS_FS * _picosecond())
