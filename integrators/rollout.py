@@ -150,9 +150,10 @@ def energy_conserving(moved: RolloutState, before: RolloutState, total_energy: T
                       potential_energy: PotentialEnergy) -> RolloutState:
     """``moved`` with each replica's velocities scaled so that ``U + K`` equals ``total_energy [B]`` (eV),
     ``potential_energy`` set to ``U`` of its positions. Replicas whose forecast positions alone carry
-    ``U >= total_energy`` are rejected: they go back to ``before``'s positions with its velocities
-    reversed (and its ``U``), which conserves the energy too; ``rejected_streak`` counts them in a row. Warns
-    (once per place it is called from) that it happened."""
+    ``U >= total_energy`` (or whose ``K = 0`` while energy is left to give) are rejected: they go back to
+    ``before``'s positions with its velocities reversed (and its ``U``), which conserves the energy too;
+    ``rejected_streak`` counts them in a row. A replica that neither moves nor owes energy (every atom fixed) is
+    left as it is. Warns (once per place it is called from) that a rejection happened."""
     energy = potential_energy(moved.positions, moved.atomic_numbers, moved.cell, moved.pbc, moved.batch)
     energy = energy.detach().to(moved.positions.dtype)
     kinetic = kinetic_energy(moved)
@@ -162,7 +163,8 @@ def energy_conserving(moved: RolloutState, before: RolloutState, total_energy: T
                                                                           torch.ones_like(kinetic)))
     scale = torch.where(possible, scale, torch.ones_like(scale))
     velocities = moved.velocities * scale[moved.batch].unsqueeze(1)
-    rejected = ~possible
+    at_rest = (kinetic == 0) & (wanted == 0)  # nothing moves and nothing is owed (every atom fixed): conserved
+    rejected = ~possible & ~at_rest
     streak = torch.zeros_like(rejected, dtype=torch.int64)
     if before.rejected_streak is not None:
         streak = before.rejected_streak

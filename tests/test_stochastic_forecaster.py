@@ -123,8 +123,9 @@ def wobbly(x, z, cell, pbc, batch, v, noise=None):
     return {"displacement": 2.0 * v + 0.001 * torch.sin(x), "velocities": 1.2 * v + kick}
 
 
-def molecule_state(replicas=2, seed=0, friction=0.0):
-    """``replicas`` copies of one 6-atom molecule with the same velocities; replica k has noise seed seed + k."""
+def molecule_state(replicas=2, seed=0, friction=0.0, fixed=None):
+    """``replicas`` copies of one 6-atom molecule with the same velocities; replica k has noise seed seed + k;
+    ``fixed`` [replicas * 6] bool: atoms that never move."""
     from integrators.state import conserved_components
 
     rng = np.random.default_rng(0)
@@ -134,7 +135,8 @@ def molecule_state(replicas=2, seed=0, friction=0.0):
     state = rollout.init(positions, velocities, torch.full((replicas * n,), 10.0, dtype=torch.float64),
                          torch.ones(replicas * n, dtype=torch.int64), torch.zeros(replicas, 3, 3, dtype=torch.float64),
                          torch.zeros(replicas, 3, dtype=torch.bool), torch.arange(replicas).repeat_interleave(n),
-                         kT=0.025, friction=friction, seeds=torch.tensor([seed + k for k in range(replicas)]))
+                         kT=0.025, friction=friction, seeds=torch.tensor([seed + k for k in range(replicas)]),
+                         fixed=fixed)
     return state.replace(constrained_dof=conserved_components(state))
 
 
@@ -359,6 +361,24 @@ def test_a_replica_whose_forecasts_are_all_rejected_stops_the_run():
             state = rollout_step(state, forecaster, potential_energy=wells)
         with pytest.raises(ForceCallFailed, match=rf"replica 0: .*rejected {MAX_REJECTED_IN_A_ROW} forecasts in a row"):
             rollout_step(state, forecaster, potential_energy=wells)
+
+
+def test_a_replica_that_cannot_move_is_not_rejected():
+    """Every atom of replica 1 fixed: it keeps U and K = 0, so its energy is conserved as it stands. Nothing is
+    rejected and the run goes past MAX_REJECTED_IN_A_ROW intervals (replica 0 moves and is scaled)."""
+    from types import SimpleNamespace
+
+    from mlmd.dynamics.rollout_engine import MAX_REJECTED_IN_A_ROW, rollout_step
+
+    state = molecule_state(fixed=torch.arange(12) >= 6)
+    wells = HarmonicWells(state.positions.clone())
+    forecaster = SimpleNamespace(call=wobbly, interval_fs=10.0, stochastic=False)
+    start = wells(state.positions, None, None, None, state.batch) + rollout.kinetic_energy(state)
+    for _ in range(MAX_REJECTED_IN_A_ROW + 5):
+        state = rollout_step(state, forecaster, potential_energy=wells)
+    assert state.rejected_streak.tolist() == [0, 0]
+    torch.testing.assert_close(wells(state.positions, None, None, None, state.batch) + rollout.kinetic_energy(state),
+                               start, rtol=1e-12, atol=1e-12)
 
 
 class PushAtomZero(torch.nn.Module):
